@@ -1,0 +1,361 @@
+"""The ``personad`` command. Errors become exit codes here, and only here."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models import Catalog, CatalogEntry, CatalogError
+
+from ._client import DEFAULT_URL, DaemonClient, DaemonClientError
+from ._settings import Settings, load_settings
+from .errors import ConfigError, DaemonError, UnsafeBindError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="personad",
+    help="A self-hosted persona bot: GGUF models through llama.cpp, bridges to chat platforms.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="The model catalogue.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+# Exit codes: 1 runtime failure, 2 bad configuration or usage.
+_EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (ConfigError, 2),
+    (UnsafeBindError, 2),
+    (CatalogError, 1),
+    (DaemonClientError, 1),
+    (DaemonError, 1),
+]
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML config file (default: $PERSONAD_CONFIG, then XDG path)."
+    ),
+]
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    for kind, code in _EXIT_CODES:
+        if isinstance(exc, kind):
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(code)
+    raise exc
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        _fail(exc)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    return _guard(lambda: load_settings(config, overrides=overrides or None))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Refuse a non-loopback address without an API key."""
+    if not _is_loopback(settings.server.host) and settings.server.api_key is None:
+        raise UnsafeBindError(settings.server.host)
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def _human_count(n: int) -> str:
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def _entries(settings: Settings) -> list[CatalogEntry]:
+    cfg = settings.models
+    return list(Catalog.load(cfg.dir, include_demo=cfg.include_demo).entries())
+
+
+@models_app.command("list")
+def models_list(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the models with their GGUF metadata (llama.cpp is not loaded)."""
+    entries = _entries(_settings(config))
+    if as_json:
+        rows = []
+        for e in entries:
+            row: dict[str, Any] = {"name": e.name, "error": str(e.error) if e.error else None}
+            if e.info is not None:
+                row.update(
+                    file=str(e.info.path),
+                    architecture=e.info.architecture,
+                    parameters=e.info.parameters,
+                    quantization=e.info.quantization,
+                    context_length=e.info.context_length,
+                    size_bytes=e.info.size_bytes,
+                )
+            rows.append(row)
+        print(json.dumps(rows, indent=2))
+    else:
+        table = Table("NAME", "FILE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE")
+        for e in entries:
+            if e.info is None:
+                table.add_row(e.name, f"[red]error: {e.error}[/]", "", "", "", "", "")
+                continue
+            i = e.info
+            table.add_row(
+                e.name,
+                i.path.name,
+                i.architecture,
+                _human_count(i.parameters),
+                i.quantization,
+                str(i.context_length or "?"),
+                _human_size(i.size_bytes),
+            )
+        out.print(table)
+    if any(e.error for e in entries):
+        raise typer.Exit(1)
+
+
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show everything known about one model: manifest, GGUF header and metadata."""
+    entries = {e.name: e for e in _entries(_settings(config))}
+    entry = entries.get(name)
+    if entry is None:
+        err.print(f"[bold red]error:[/] unknown model {name!r}; known: {', '.join(entries)}")
+        raise typer.Exit(1)
+    if entry.info is None:
+        _fail(entry.error or CatalogError(name))
+    info = entry.info
+    manifest = entry.manifest.model_dump(mode="json") if entry.manifest else {}
+    data = {
+        "name": name,
+        "manifest": manifest,
+        "file": str(info.path),
+        "architecture": info.architecture,
+        "parameters": info.parameters,
+        "quantization": info.quantization,
+        "context_length": info.context_length,
+        "size_bytes": info.size_bytes,
+        "tensors": info.tensor_count,
+        "chat_template": info.chat_template,
+        "metadata": info.metadata,
+    }
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    for key, value in data.items():
+        if key in ("metadata", "manifest", "chat_template"):
+            continue
+        out.print(f"[bold]{key}[/]: {value}", highlight=False)
+    out.print("[bold]manifest[/]:")
+    for key, value in manifest.items():
+        out.print(f"  {key} = {value}", highlight=False, markup=False)
+    out.print("[bold]metadata[/]:")
+    for key, value in info.metadata.items():
+        out.print(f"  {key} = {value}", highlight=False, markup=False)
+
+
+def _serve(settings: Settings, ready: Callable[[int], None] | None = None) -> None:
+    import uvicorn
+
+    from ._api import create_app
+    from ._daemon import Daemon
+    from ._logging import configure_logging
+
+    check_bind(settings)
+    configure_logging(
+        level=settings.log.level,
+        fmt=settings.log.format,
+        secrets=settings.secret_values(),
+        stream=sys.stdout,
+    )
+    daemon = Daemon(settings)
+    config = uvicorn.Config(
+        create_app(daemon),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.server.drain_timeout),
+    )
+    asyncio.run(uvicorn.Server(config).serve())
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (server.port).")] = None,
+    preload: Annotated[
+        list[str] | None, typer.Option("--preload", "-p", help="Load this model at start-up.")
+    ] = None,
+) -> None:
+    """Serve the models over the OpenAI-compatible HTTP API."""
+    server: dict[str, Any] = {}
+    if host is not None:
+        server["host"] = host
+    if port is not None:
+        server["port"] = port
+    overrides: dict[str, Any] = {"server": server} if server else {}
+    if preload:
+        overrides["models"] = {"preload": preload}
+    settings = _settings(config, **overrides)
+    _guard(lambda: _serve(settings))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _chat_loop(url: str, model: str | None, api_key: str | None, system: str | None) -> None:
+    history: list[dict[str, Any]] = []
+    if system:
+        history.append({"role": "system", "content": system})
+    async with DaemonClient(url, api_key=api_key) as client:
+        out.print(
+            f"[dim]chatting with {model or 'the default model'} at {url}; "
+            "/reset clears the history, /exit or Ctrl-D quits[/]"
+        )
+        while True:
+            try:
+                line = await asyncio.to_thread(input, ">>> ")
+            except EOFError:
+                out.print()
+                return
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit", "/bye"):
+                return
+            if text == "/reset":
+                history = history[:1] if system else []
+                out.print("[dim]history cleared[/]")
+                continue
+            history.append({"role": "user", "content": text})
+            reply = []
+            async for piece in client.stream_chat(history, model=model):
+                reply.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _run_embedded_chat(settings: Settings, model: str | None, system: str | None) -> None:
+    """Serve in a background thread on a free loopback port and chat against it."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from ._api import create_app
+    from ._daemon import Daemon
+    from ._logging import configure_logging
+
+    configure_logging(level="warning", fmt=settings.log.format, secrets=settings.secret_values())
+    port = _free_port()
+    name = model or settings.models.default
+    settings = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"preload": [name]})}
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(Daemon(settings)),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    with out.status(f"loading {name}..."):
+        while True:
+            try:
+                status = httpx.get(f"{url}/health", timeout=5).json()
+            except httpx.TransportError:
+                status = {}
+            if status.get("status") == "ok" and name in status.get("loaded", []):
+                break
+            if not thread.is_alive():
+                raise DaemonClientError("the embedded daemon failed to start; see the log above")
+            time.sleep(0.1)
+    try:
+        asyncio.run(_chat_loop(url, model, None, system))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@app.command()
+def chat(
+    model: Annotated[str | None, typer.Argument(help="Model name (default: the daemon's).")] = None,
+    url: Annotated[str, typer.Option(help="Daemon or OpenAI-compatible server URL.")] = DEFAULT_URL,
+    config: ConfigOption = None,
+    embedded: Annotated[
+        bool, typer.Option(help="Start a daemon inside this process instead of connecting.")
+    ] = False,
+    system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
+) -> None:
+    """Chat with a model in the terminal, streaming tokens as they come."""
+    settings = _settings(config)
+    if embedded:
+        _guard(lambda: _run_embedded_chat(settings, model, system))
+        return
+    key = settings.server.api_key.get_secret_value() if settings.server.api_key else None
+    try:
+        _guard(lambda: asyncio.run(_chat_loop(url, model, key, system)))
+    except KeyboardInterrupt:
+        out.print()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

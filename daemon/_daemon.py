@@ -1,0 +1,92 @@
+"""The daemon object: catalogue, model manager, completion service and metrics together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from models import Catalog, ModelManifest
+
+from ._manager import ModelManager
+from ._metrics import Metrics
+from ._service import CompletionService
+from ._settings import Settings
+
+__all__ = ["Daemon"]
+
+log = structlog.get_logger("personad.daemon")
+
+
+def _default_loader(manifest: ModelManifest) -> Any:
+    from ._engine import LlamaModel  # imported lazily: `models list` never loads llama.cpp
+
+    return LlamaModel(manifest)
+
+
+class Daemon:
+    """Everything the HTTP API serves. ``start()`` before use, ``aclose()`` after."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        catalog: Catalog | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        loader: Callable[[ModelManifest], Any] = _default_loader,
+    ) -> None:
+        self.settings = settings
+        cfg = settings.models
+        self.catalog = catalog or Catalog.load(cfg.dir, include_demo=cfg.include_demo)
+        self.metrics = Metrics()
+        self.manager = ModelManager(
+            self.catalog,
+            max_loaded=cfg.max_loaded_models,
+            keep_alive=cfg.keep_alive,
+            queue_size=cfg.queue_size,
+            metrics=self.metrics,
+            loader=loader,
+            clock=clock,
+        )
+        self.service = CompletionService(
+            self.manager,
+            self.metrics,
+            default_model=cfg.default,
+            queue_timeout=cfg.queue_timeout,
+        )
+        self._reaper: asyncio.Task[None] | None = None
+        self._preload: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the idle reaper and begin loading ``models.preload`` (visible in /health)."""
+        self._reaper = asyncio.create_task(self.manager.run_reaper(), name="reaper")
+        if self.settings.models.preload:
+            self._preload = asyncio.create_task(self._load_all(self.settings.models.preload))
+
+    async def _load_all(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                slot = await self.manager.acquire(name)
+            except Exception as exc:  # a bad preload is reported, the daemon still serves
+                log.error("preload_failed", model=name, error=str(exc))
+            else:
+                self.manager.release(slot)
+
+    async def wait_preloaded(self) -> None:
+        """Wait until the preload has finished (successfully or not)."""
+        if self._preload is not None:
+            await self._preload
+
+    async def aclose(self) -> None:
+        """Stop taking requests and unload every model."""
+        self.service.accepting = False
+        for task in (self._reaper, self._preload):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.manager.aclose()

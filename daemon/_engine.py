@@ -1,0 +1,187 @@
+"""llama.cpp behind a small synchronous interface; the only module that imports ``llama_cpp``.
+
+Everything here blocks and runs on a model's worker thread (see ``_worker``). Generation is a
+token loop of our own over ``Llama.generate`` rather than ``create_completion``: it stops within
+one token when cancelled, counts tokens exactly, and leaves room for restoring a conversation's
+KV state (``llama_state_seq_*``) and switching LoRA adapters per request before the loop starts.
+"""
+
+from __future__ import annotations
+
+import codecs
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import llama_cpp
+import numpy as np
+import numpy.typing as npt
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from models import ModelManifest, read_gguf_info
+
+from ._types import GenerationParams, Piece, Prompt
+from .errors import InvalidRequest, ModelUnavailable
+
+__all__ = ["DEFAULT_CONTEXT", "LlamaModel", "build_info"]
+
+# Used when a manifest sets no context_length and the model was trained on more.
+DEFAULT_CONTEXT = 4096
+
+
+def build_info() -> dict[str, Any]:
+    """What llama.cpp was built with (version, GPU offload support)."""
+    return {
+        "llama_cpp_python": llama_cpp.__version__,
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
+    }
+
+
+def _stop_holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could still grow into a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
+
+
+class LlamaModel:
+    """One loaded GGUF model with its context. Not thread-safe: use from one worker thread."""
+
+    def __init__(self, manifest: ModelManifest) -> None:
+        self.manifest = manifest
+        info = read_gguf_info(manifest.path)
+        trained = info.context_length or DEFAULT_CONTEXT
+        n_ctx = manifest.context_length or min(trained, DEFAULT_CONTEXT)
+        kwargs: dict[str, Any] = {
+            "model_path": str(manifest.path),
+            "n_ctx": n_ctx,
+            "n_batch": min(manifest.n_batch, n_ctx),
+            "n_gpu_layers": manifest.n_gpu_layers,
+            "main_gpu": manifest.main_gpu,
+            "flash_attn": manifest.flash_attn,
+            "verbose": False,
+        }
+        if manifest.n_threads is not None:
+            kwargs["n_threads"] = manifest.n_threads
+        if manifest.adapter is not None:
+            kwargs["lora_path"] = str(manifest.adapter)
+            kwargs["lora_scale"] = manifest.adapter_scale
+        try:
+            self._llm = llama_cpp.Llama(**kwargs)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelUnavailable(manifest.name, str(exc)) from exc
+        self.n_ctx: int = self._llm.n_ctx()
+        self._template = manifest.chat_template or info.chat_template
+        self._formatter: Jinja2ChatFormatter | None = None
+        if self._template:
+            vocab = self._llm._model
+            eos, bos = self._llm.token_eos(), self._llm.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=self._template,
+                eos_token=vocab.token_get_text(eos) if eos != -1 else "",
+                bos_token=vocab.token_get_text(bos) if bos != -1 else "",
+            )
+
+    # Tokenizing only reads the vocabulary, so it is safe beside a running decode (llama.cpp's
+    # own server tokenizes on its HTTP threads too); the request handler calls these directly.
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+        """Render ``messages`` with the model's chat template and tokenize the result."""
+        if self._formatter is None:
+            raise InvalidRequest(
+                f"model {self.manifest.name!r} has no chat template: use /v1/completions, or "
+                "set chat_template in its manifest",
+                param="messages",
+            )
+        try:
+            rendered = self._formatter(messages=messages)  # type: ignore[arg-type]
+        except Exception as exc:  # the template is user data: any Jinja error is a bad request
+            raise InvalidRequest(f"the chat template failed: {exc}", param="messages") from exc
+        tokens = self._llm.tokenize(
+            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+        stop = rendered.stop
+        return Prompt(tokens=tokens, stop=(stop,) if isinstance(stop, str) else tuple(stop or ()))
+
+    def text_prompt(self, text: str) -> Prompt:
+        """Tokenize a raw prompt as is (with BOS, special tokens recognised)."""
+        return Prompt(tokens=self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    def token_id_ok(self, token: int) -> bool:
+        """Whether ``token`` is a valid id (for logit_bias)."""
+        return 0 <= token < self._llm.n_vocab()
+
+    def _logits_processor(self, bias: dict[int, float]) -> llama_cpp.LogitsProcessorList | None:
+        if not bias:
+            return None
+        ids = np.fromiter(bias.keys(), dtype=np.intc)
+        values = np.fromiter(bias.values(), dtype=np.single)
+
+        def apply(
+            _ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]
+        ) -> npt.NDArray[np.single]:
+            # OpenAI's -100/100 mean "ban"/"force": make them absolute.
+            scores[ids] += np.where(np.abs(values) >= 100, np.sign(values) * np.inf, values)
+            return scores
+
+        return llama_cpp.LogitsProcessorList([apply])
+
+    def generate(
+        self, prompt: Prompt, params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[Piece]:
+        """Yield text as it is generated; stop on EOG, a stop string, max_tokens or ``cancel``."""
+        llm = self._llm
+        room = self.n_ctx - len(prompt.tokens)
+        limit = room if params.max_tokens is None else min(params.max_tokens, room)
+        stops = tuple(s for s in (*params.stop, *prompt.stop) if s)
+        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        vocab = llm._model.vocab
+        pending = ""
+        produced = 0
+        finish = "length"
+        tokens = llm.generate(
+            prompt.tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logits_processor=self._logits_processor(params.logit_bias),
+        )
+        try:
+            while produced < limit:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                token = next(tokens)
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                produced += 1
+                pending += decoder.decode(llm.detokenize([token]))
+                hit = min((i for s in stops if (i := pending.find(s)) >= 0), default=-1)
+                if hit >= 0:
+                    pending = pending[:hit]
+                    finish = "stop"
+                    break
+                keep = _stop_holdback(pending, stops)
+                if len(pending) > keep:
+                    out, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
+                    yield Piece(out)
+        finally:
+            tokens.close()
+        if finish != "stop":
+            pending += decoder.decode(b"", final=True)
+        yield Piece(pending, finish_reason=finish, completion_tokens=produced)
+
+    def close(self) -> None:
+        """Free the model and context memory now rather than at garbage collection."""
+        self._llm.close()

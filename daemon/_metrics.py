@@ -1,0 +1,88 @@
+"""Prometheus metrics, one registry per daemon so that several can live in one process (tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+_WAIT_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_GEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _StateCollector(Collector):
+    """Reads queue depths and loaded models at scrape time instead of tracking every change."""
+
+    def __init__(
+        self,
+        depths: Callable[[], Mapping[tuple[str, str], int]],
+        loaded: Callable[[], Iterable[str]],
+    ) -> None:
+        self._depths = depths
+        self._loaded = loaded
+
+    def collect(self) -> Iterable[Metric]:
+        depth = GaugeMetricFamily(
+            "personad_queue_depth",
+            "Requests waiting in a model's queue.",
+            labels=["model", "priority"],
+        )
+        for (model, priority), n in sorted(self._depths().items()):
+            depth.add_metric([model, priority], n)
+        loaded = GaugeMetricFamily(
+            "personad_model_loaded", "1 for each model resident in memory.", labels=["model"]
+        )
+        for model in sorted(self._loaded()):
+            loaded.add_metric([model], 1)
+        return [depth, loaded]
+
+
+class Metrics:
+    """The daemon's counters and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.queue_wait = Histogram(
+            "personad_queue_wait_seconds",
+            "Time a request waited in the queue before it ran.",
+            ["model", "priority"],
+            buckets=_WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "personad_prompt_tokens",
+            "Prompt tokens evaluated.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.generated_tokens = Counter(
+            "personad_generated_tokens",
+            "Tokens generated.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.generation_seconds = Histogram(
+            "personad_generation_seconds",
+            "Time a request held the model's worker.",
+            ["model"],
+            buckets=_GEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "personad_requests",
+            "Requests answered, by outcome.",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+
+    def watch(
+        self,
+        depths: Callable[[], Mapping[tuple[str, str], int]],
+        loaded: Callable[[], Iterable[str]],
+    ) -> None:
+        """Expose live state (queue depths, loaded models) read when scraped."""
+        self.registry.register(_StateCollector(depths, loaded))

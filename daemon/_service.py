@@ -1,0 +1,150 @@
+"""Completions independent of HTTP: model, prompt, queue, worker, streamed pieces."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from ._manager import ModelManager, ModelSlot
+from ._metrics import Metrics
+from ._queue import Job, Priority
+from ._types import GenerationParams, Piece, Prompt
+from .errors import InvalidRequest, PromptTooLong, QueueTimeout, ShuttingDown
+
+__all__ = ["CompletionJob", "CompletionRequest", "CompletionService"]
+
+log = structlog.get_logger("personad.service")
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A chat or raw completion, already validated."""
+
+    model: str
+    kind: Literal["chat", "text"]
+    params: GenerationParams
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    prompt: str = ""
+    priority: Priority = "interactive"
+    conversation: str | None = None
+    supersede: bool = False
+    queue_timeout: float | None = None
+
+
+@dataclass
+class CompletionJob:
+    """A queued or running completion; iterate it for its pieces."""
+
+    model: str
+    job: Job
+    prompt_tokens: int
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+
+    async def wait_started(self, clock_now: float) -> None:
+        """Wait until the worker takes the job; :class:`QueueTimeout` past its deadline."""
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self.job.started), timeout=max(0.0, self.job.deadline - clock_now)
+            )
+        except TimeoutError:
+            err = QueueTimeout(self.model, self.job.deadline - self.job.enqueued_at)
+            self.job.cancel(err)
+            raise err from None
+
+    async def pieces(self) -> AsyncIterator[Piece]:
+        """The generated text as it comes; raises the reason if the job was superseded."""
+        await self.job.started
+        while True:
+            item = await self.job.output.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if item.finish_reason is not None:
+                self.finish_reason = item.finish_reason
+                self.completion_tokens = item.completion_tokens
+            yield item
+        if self.job.reason is not None:
+            raise self.job.reason
+
+
+class CompletionService:
+    """Turns a :class:`CompletionRequest` into a queued job on the right model."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        metrics: Metrics,
+        *,
+        default_model: str,
+        queue_timeout: float,
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.default_model = default_model
+        self.queue_timeout = queue_timeout
+        self.accepting = True
+
+    def _prompt(self, slot: ModelSlot, request: CompletionRequest) -> Prompt:
+        if request.kind == "chat":
+            prompt: Prompt = slot.model.chat_prompt(request.messages)
+        else:
+            prompt = slot.model.text_prompt(request.prompt)
+        for token in request.params.logit_bias:
+            if not slot.model.token_id_ok(token):
+                raise InvalidRequest(
+                    f"logit_bias names token {token}, not in the vocabulary", param="logit_bias"
+                )
+        return prompt
+
+    def _generate(
+        self, slot: ModelSlot, prompt: Prompt, params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[Piece]:
+        """The job's work, on the worker thread; counts tokens even if nobody reads the end."""
+        for piece in slot.model.generate(prompt, params, cancel):
+            if piece.finish_reason is not None:
+                self.metrics.prompt_tokens.labels(slot.name).inc(len(prompt.tokens))
+                self.metrics.generated_tokens.labels(slot.name).inc(piece.completion_tokens)
+                self.metrics.requests.labels(slot.name, piece.finish_reason).inc()
+            yield piece
+
+    @contextlib.asynccontextmanager
+    async def open(self, request: CompletionRequest) -> AsyncIterator[CompletionJob]:
+        """Queue ``request``; leaving the context cancels it if it has not finished."""
+        if not self.accepting:
+            raise ShuttingDown()
+        name = request.model or self.default_model
+        slot = await self.manager.acquire(name)
+        try:
+            prompt = await asyncio.to_thread(self._prompt, slot, request)
+            n_ctx: int = slot.model.n_ctx
+            if len(prompt.tokens) >= n_ctx:
+                raise PromptTooLong(len(prompt.tokens), n_ctx)
+            now = self.manager.clock()
+            timeout = request.queue_timeout or self.queue_timeout
+            job = Job(
+                priority=request.priority,
+                enqueued_at=now,
+                deadline=now + timeout,
+                conversation=request.conversation,
+                work=functools.partial(self._generate, slot, prompt, request.params),
+            )
+            if request.supersede and request.conversation is not None:
+                for old in slot.queue.supersede(request.conversation, job):
+                    log.info("request_superseded", model=name, conversation=old.conversation)
+            slot.queue.put(job)
+            handle = CompletionJob(model=name, job=job, prompt_tokens=len(prompt.tokens))
+            try:
+                yield handle
+            finally:
+                job.cancel()
+        finally:
+            self.manager.release(slot)

@@ -1,0 +1,243 @@
+"""The one settings root: TOML file, ``PERSONAD_*`` environment and a secrets directory."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from .errors import ConfigError
+
+__all__ = [
+    "LogSettings",
+    "ModelsSettings",
+    "ServerSettings",
+    "Settings",
+    "default_config_path",
+    "load_settings",
+]
+
+_APP = "personad"
+
+
+def default_config_path() -> Path:
+    """``~/.config/personad/personad.toml`` (XDG)."""
+    return Path(platformdirs.user_config_dir(_APP)) / "personad.toml"
+
+
+class ServerSettings(BaseModel):
+    """The HTTP API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address to bind; loopback unless api_key is set.")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port of the API.")
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token required on every route but /health when set."
+    )
+    drain_timeout: float = Field(
+        30.0, ge=0, description="Seconds running generations may finish after a stop signal."
+    )
+
+
+class ModelsSettings(BaseModel):
+    """Which models are served and how they are scheduled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_config_dir(_APP)) / "models",
+        description="Directory of model manifests (*.toml).",
+    )
+    default: str = Field("smollm2", description="Model used when a client names none.")
+    include_demo: bool = Field(True, description="Offer the embedded SmolLM2 demo model.")
+    preload: list[str] = Field(
+        default_factory=list, description="Models loaded at start-up, before the API is ready."
+    )
+    max_loaded_models: int = Field(2, ge=1, description="Models resident at once (LRU).")
+    keep_alive: float = Field(
+        300.0, description="Seconds an idle model stays loaded; 0 unloads at once, <0 forever."
+    )
+    queue_size: int = Field(16, ge=1, description="Requests waiting per model before 503.")
+    queue_timeout: float = Field(
+        120.0, gt=0, description="Default seconds a request may wait in the queue before 504."
+    )
+
+
+class LogSettings(BaseModel):
+    """Logging."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Level.")
+    format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto: readable on a terminal, JSON lines otherwise."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Sources, strongest first: arguments, environment, secrets, TOML."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PERSONAD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP API.")
+    models: ModelsSettings = Field(default_factory=ModelsSettings, description="Models.")
+    log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir(_APP)),
+        description="Where state (databases, caches) is kept.",
+    )
+
+    def secret_values(self) -> list[str]:
+        """Every secret's plain value, for the log redactor."""
+        key = self.server.api_key
+        return [key.get_secret_value()] if key is not None else []
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def _nest(name: str, value: str) -> dict[str, Any]:
+    parts = name.lower().removeprefix("personad_").split("__")
+    out: dict[str, Any] = {}
+    node = out
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+class _CredentialsSource(PydanticBaseSettingsSource):
+    """Files in a secrets directory (systemd's ``$CREDENTIALS_DIRECTORY``).
+
+    A file named ``server__api_key`` (optionally prefixed ``personad_``) sets
+    ``server.api_key``; files naming no known section are ignored, since systemd may pass
+    credentials meant for others.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], directory: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if directory is None or not directory.is_dir():
+            return
+        known = set(settings_cls.model_fields)
+        for path in sorted(directory.iterdir()):
+            nested = _nest(path.name, "")
+            if not path.is_file() or next(iter(nested)) not in known:
+                continue
+            _merge(self._data, _nest(path.name, path.read_text(encoding="utf-8").strip()))
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+class _EnvSource(EnvSettingsSource):
+    """``PERSONAD_*`` variables from an explicit mapping, so tests need not touch os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {key.lower(): value for key, value in self._environ.items()}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(path, "file not found; create it or drop --config") from exc
+    except OSError as exc:
+        raise ConfigError(path, f"cannot be read ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, f"invalid TOML: {exc}") from exc
+
+
+def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
+    field = ".".join(str(p) for p in err["loc"])
+    msg = str(err["msg"])
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown setting (check the spelling; see the README for the settings)"
+    elif "input" in err and not isinstance(err["input"], dict | list):
+        msg = f"{msg} (got {err['input']!r})"
+    env = "PERSONAD_" + "__".join(str(p) for p in err["loc"]).upper()
+    return field, f"{msg}; fix it in the file or in {env}"
+
+
+def load_settings(
+    config: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from ``config`` (else ``$PERSONAD_CONFIG``, else the XDG default).
+
+    Raises :class:`ConfigError` naming the file, the field and what is wrong.
+    """
+    env = os.environ if environ is None else environ
+    explicit = config or (Path(env["PERSONAD_CONFIG"]) if env.get("PERSONAD_CONFIG") else None)
+    path = explicit or default_config_path()
+    toml_data = _read_toml(path) if (explicit or path.is_file()) else {}
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    creds_dir = Path(creds) if creds else None
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                _EnvSource(settings_cls, env),
+                _CredentialsSource(settings_cls, creds_dir),
+                _TomlSource(settings_cls, toml_data),
+            )
+
+    source = path if toml_data else "(environment)"
+    try:
+        return _Loaded(**dict(overrides or {}))
+    except ValidationError as exc:
+        field, problem = _describe(exc.errors()[0])
+        raise ConfigError(source, problem, field=field) from exc

