@@ -76,7 +76,9 @@ class LlamaModel:
             self._llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelUnavailable(manifest.name, str(exc)) from exc
-        self.n_ctx: int = self._llm.n_ctx()
+        # llama.cpp may pad the context (to 256), but llama-cpp-python sizes its token buffer
+        # by the requested value: the smaller of the two is the real limit.
+        self.n_ctx: int = min(n_ctx, self._llm.n_ctx())
         self._template = manifest.chat_template or info.chat_template
         self._formatter: Jinja2ChatFormatter | None = None
         if self._template:

@@ -95,8 +95,11 @@ def read_gguf_info(path: Path) -> GGUFInfo:
     try:
         reader = gguf.GGUFReader(path, "r")
     except (ValueError, IndexError, OSError, KeyError) as exc:
+        # The reader maps tensors as it parses: a short file fails here with a shape error.
         raise GGUFError(
-            path, f"unreadable GGUF header ({exc})", "the file is damaged; download it again"
+            path,
+            f"truncated or damaged ({exc})",
+            "the download or copy was cut short or corrupted; fetch the file again",
         ) from exc
     tensor_end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
     if tensor_end > size:
