@@ -9,12 +9,14 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from convert._cli import convert_app
+from convert.errors import ConvertError, InputError
 from models import Catalog, CatalogEntry, CatalogError
 
 from ._client import DEFAULT_URL, DaemonClient, DaemonClientError
@@ -32,16 +34,18 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="The model catalogue.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(convert_app, name="convert")
 
 out = Console()
 err = Console(stderr=True)
-T = TypeVar("T")
 
-# Exit codes: 1 runtime failure, 2 bad configuration or usage.
+# Exit codes, decided here and nowhere else: 2 bad configuration or input, 1 other failures.
 _EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ConfigError, 2),
     (UnsafeBindError, 2),
+    (InputError, 2),
     (CatalogError, 1),
+    (ConvertError, 1),
     (DaemonClientError, 1),
     (DaemonError, 1),
 ]
@@ -54,25 +58,12 @@ ConfigOption = Annotated[
 ]
 
 
-def _fail(exc: BaseException) -> NoReturn:
-    for kind, code in _EXIT_CODES:
-        if isinstance(exc, kind):
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-            raise typer.Exit(code)
-    raise exc
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except typer.Exit:
-        raise
-    except Exception as exc:
-        _fail(exc)
+def _exit_code(exc: BaseException) -> int | None:
+    return next((code for kind, code in _EXIT_CODES if isinstance(exc, kind)), None)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
-    return _guard(lambda: load_settings(config, overrides=overrides or None))
+    return load_settings(config, overrides=overrides or None)
 
 
 def _is_loopback(host: str) -> bool:
@@ -167,7 +158,7 @@ def models_show(
         err.print(f"[bold red]error:[/] unknown model {name!r}; known: {', '.join(entries)}")
         raise typer.Exit(1)
     if entry.info is None:
-        _fail(entry.error or CatalogError(name))
+        raise entry.error or CatalogError(name)
     info = entry.info
     manifest = entry.manifest.model_dump(mode="json") if entry.manifest else {}
     data = {
@@ -242,8 +233,7 @@ def serve(
     overrides: dict[str, Any] = {"server": server} if server else {}
     if preload:
         overrides["models"] = {"preload": preload}
-    settings = _settings(config, **overrides)
-    _guard(lambda: _serve(settings))
+    _serve(_settings(config, **overrides))
 
 
 def _free_port() -> int:
@@ -347,15 +337,22 @@ def chat(
     """Chat with a model in the terminal, streaming tokens as they come."""
     settings = _settings(config)
     if embedded:
-        _guard(lambda: _run_embedded_chat(settings, model, system))
+        _run_embedded_chat(settings, model, system)
         return
     key = settings.server.api_key.get_secret_value() if settings.server.api_key else None
-    try:
-        _guard(lambda: asyncio.run(_chat_loop(url, model, key, system)))
-    except KeyboardInterrupt:
-        out.print()
+    asyncio.run(_chat_loop(url, model, key, system))
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: known errors become a message and an exit code."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print()
+        sys.exit(130)
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(code)

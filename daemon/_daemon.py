@@ -23,7 +23,7 @@ log = structlog.get_logger("personad.daemon")
 
 
 def _default_loader(manifest: ModelManifest) -> Any:
-    from ._engine import LlamaModel  # imported lazily: `models list` never loads llama.cpp
+    from .engine import LlamaModel  # imported lazily: `models list` never loads llama.cpp
 
     return LlamaModel(manifest)
 

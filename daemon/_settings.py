@@ -107,10 +107,14 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(_APP)),
-        description="Where state (databases, caches) is kept.",
+        description="Where state (databases, conversation caches) is kept.",
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir(_APP)),
+        description="Downloaded tools, such as llama.cpp's converter scripts.",
     )
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "cache_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()

@@ -3,6 +3,7 @@
     DaemonError
     ├── ConfigError(ValueError)              a config file, variable or secret is invalid
     ├── UnsafeBindError(ValueError)          non-loopback bind without an API key
+    ├── QuantizeError(RuntimeError)          llama.cpp failed to quantize a model
     └── RequestError                         a request that cannot be served (has .status)
         ├── InvalidRequest(ValueError)       400: bad parameters
         │   └── PromptTooLong                400: prompt exceeds the context
@@ -29,6 +30,7 @@ __all__ = [
     "ModelNotFound",
     "ModelUnavailable",
     "PromptTooLong",
+    "QuantizeError",
     "QueueFull",
     "QueueTimeout",
     "RequestError",
@@ -197,4 +199,17 @@ class QueueTimeout(RequestError, TimeoutError):
         super().__init__(
             f"the request waited {waited:.1f} s in the queue for {model!r} and passed its "
             "deadline; retry later, raise queue_timeout, or send it with priority 'interactive'"
+        )
+
+
+class QuantizeError(DaemonError, RuntimeError):
+    """llama.cpp refused or failed to quantize a model."""
+
+    def __init__(self, src: Path, qtype: str, code: int) -> None:
+        self.src = src
+        self.qtype = qtype
+        self.code = code
+        super().__init__(
+            f"llama.cpp could not quantize {src} to {qtype} (status {code}); "
+            "check that the input is an F32/F16/BF16 GGUF"
         )

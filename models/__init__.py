@@ -1,5 +1,6 @@
 """The model catalogue: manifests, GGUF metadata and the embedded demo model."""
 
+from ._atomic import atomic_path, scratch_path
 from ._catalog import DEMO_MODEL_NAME, Catalog, CatalogEntry, demo_manifest, demo_model_path
 from ._gguf import GGUFInfo, read_gguf_info
 from ._manifest import ModelManifest, SamplingDefaults, load_manifest, write_manifest
@@ -17,9 +18,11 @@ __all__ = [
     "ModelManifest",
     "SamplingDefaults",
     "UnknownModel",
+    "atomic_path",
     "demo_manifest",
     "demo_model_path",
     "load_manifest",
     "read_gguf_info",
+    "scratch_path",
     "write_manifest",
 ]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ._atomic import atomic_path
 from .errors import ManifestError
 
 __all__ = ["ModelManifest", "SamplingDefaults", "load_manifest", "write_manifest"]
@@ -104,12 +103,6 @@ def write_manifest(manifest: ModelManifest, directory: Path) -> Path:
     lines.append("[sampling]")
     lines += [f"{k} = {_toml_value(v)}" for k, v in manifest.sampling.model_dump().items()]
     target = directory / f"{manifest.name}.toml"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{manifest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return target

@@ -12,6 +12,7 @@ import codecs
 import random
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import llama_cpp
@@ -21,10 +22,10 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from models import ModelManifest, read_gguf_info
 
-from ._types import GenerationParams, Piece, Prompt
-from .errors import InvalidRequest, ModelUnavailable
+from .._types import GenerationParams, Piece, Prompt
+from ..errors import InvalidRequest, ModelUnavailable
 
-__all__ = ["DEFAULT_CONTEXT", "LlamaModel", "build_info"]
+__all__ = ["DEFAULT_CONTEXT", "LlamaModel", "build_info", "token_logits"]
 
 # Used when a manifest sets no context_length and the model was trained on more.
 DEFAULT_CONTEXT = 4096
@@ -187,3 +188,18 @@ class LlamaModel:
     def close(self) -> None:
         """Free the model and context memory now rather than at garbage collection."""
         self._llm.close()
+
+
+def token_logits(
+    model: Path, tokens: Sequence[int], *, adapter: Path | None = None, n_ctx: int = 512
+) -> npt.NDArray[np.float32]:
+    """Logits for every position of ``tokens`` (for checking a conversion against a reference)."""
+    kwargs: dict[str, Any] = {"n_ctx": n_ctx, "logits_all": True, "verbose": False}
+    if adapter is not None:
+        kwargs["lora_path"] = str(adapter)
+    llm = llama_cpp.Llama(str(model), **kwargs)
+    try:
+        llm.eval(list(tokens))
+        return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+    finally:
+        llm.close()

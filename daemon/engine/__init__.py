@@ -1,0 +1,16 @@
+"""Everything that touches llama.cpp: loading and running models, and quantizing them.
+
+This package is the only place in personad that imports ``llama_cpp``.
+"""
+
+from ._llama import DEFAULT_CONTEXT, LlamaModel, build_info, token_logits
+from ._quantize import QUANT_TYPES, quantize
+
+__all__ = [
+    "DEFAULT_CONTEXT",
+    "QUANT_TYPES",
+    "LlamaModel",
+    "build_info",
+    "quantize",
+    "token_logits",
+]
