@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from convert._cli import convert_app
@@ -128,7 +129,7 @@ def models_list(
         table = Table("NAME", "FILE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE")
         for e in entries:
             if e.info is None:
-                table.add_row(e.name, f"[red]error: {e.error}[/]", "", "", "", "", "")
+                table.add_row(e.name, f"[red]error: {escape(str(e.error))}[/]", "", "", "", "", "")
                 continue
             i = e.info
             table.add_row(
@@ -354,5 +355,5 @@ def main() -> None:
         code = _exit_code(exc)
         if code is None:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(code)

@@ -131,6 +131,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     ),
     "embed": dict(r=8, lora_alpha=16, target_modules=["embed_tokens", "q_proj"]),
     "gqa_k": dict(r=8, lora_alpha=16, target_modules=["k_proj"]),
+    "saved": dict(r=8, lora_alpha=16, target_modules=["q_proj"], modules_to_save=["lm_head"]),
 }
 
 
@@ -161,6 +162,8 @@ def build_adapter(
                 p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
             elif "lora_" in name:
                 p.mul_(strength)
+            elif "modules_to_save" in name:
+                p.add_(torch.randn_like(p) * 0.05)  # a fully trained copy differs from base
     peft_model.save_pretrained(out, safe_serialization=safe)
     return out
 
