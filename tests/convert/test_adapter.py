@@ -70,7 +70,7 @@ def test_dora_is_refused_with_a_pointer_to_merge(
 def test_modules_to_save_is_refused(base_f32: Path, tiny_model: Path, tmp_path: Path) -> None:
     """Whole replaced tensors cannot be applied at run time; merge is suggested."""
     adapter = build_adapter(tiny_model, tmp_path / "ad", "plain", modules_to_save=["lm_head"])
-    with pytest.raises(InputError, match="modules_to_save.*lm_head.*merge"):
+    with pytest.raises(InputError, match=r"modules_to_save.*lm_head.*merge"):
         export_adapter(base_f32, adapter, tmp_path / "a.gguf")
     out = merge(base_f32, adapter, tmp_path / "m.gguf")
     assert out.replaced == 1

@@ -195,5 +195,5 @@ def test_hf_command_converts_and_registers(
 
 def test_hf_rejects_a_directory_without_config(tmp_path: Path) -> None:
     """A directory that is not a Hugging Face model is named."""
-    with pytest.raises(Exception, match="no config.json"):
+    with pytest.raises(Exception, match=r"no config\.json"):
         convert_hf(tmp_path, tmp_path / "o.gguf", cache_root=tmp_path)

@@ -65,7 +65,7 @@ def test_split_gguf_is_refused(tmp_path: Path) -> None:
         tmp_path / "part.gguf", SPEC, extra={"split.count": (2, gguf.GGUFValueType.UINT16)}
     )
     write_synthetic_adapter(tmp_path / "adapter", SPEC)
-    with pytest.raises(SplitGGUF, match="split into 2 files.*--merge"):
+    with pytest.raises(SplitGGUF, match=r"split into 2 files.*--merge"):
         merge(tmp_path / "part.gguf", tmp_path / "adapter", tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
 
@@ -131,7 +131,7 @@ def test_missing_and_truncated_inputs(work: Path) -> None:
     with pytest.raises(InputError, match="truncated"):
         merge(work / "base.gguf", work / "adapter", work / "out.gguf")
     (work / "adapter" / "adapter_config.json").unlink()
-    with pytest.raises(InputError, match="adapter_config.json: missing"):
+    with pytest.raises(InputError, match=r"adapter_config\.json: missing"):
         merge(work / "base.gguf", work / "adapter", work / "out.gguf")
     _only_inputs(work)
 
@@ -140,7 +140,7 @@ def test_unsupported_architecture(tmp_path: Path) -> None:
     """An architecture without known transforms is refused, listing the supported ones."""
     write_synthetic_base(tmp_path / "base.gguf", SPEC, arch="phi3")
     write_synthetic_adapter(tmp_path / "adapter", SPEC)
-    with pytest.raises(UnsupportedArchitecture, match="'phi3'.*supported: gemma"):
+    with pytest.raises(UnsupportedArchitecture, match=r"'phi3'.*supported: gemma"):
         merge(tmp_path / "base.gguf", tmp_path / "adapter", tmp_path / "out.gguf")
     _only_inputs(tmp_path)
 
