@@ -27,20 +27,26 @@ PEAK = (
     "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))"
 )
 
-MERGE = """
+MERGE = (
+    """
 import sys
 from pathlib import Path
 from convert._merge import merge
 {action}
-""" + PEAK
+"""
+    + PEAK
+)
 
-TORCH = """
+TORCH = (
+    """
 import sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from peft import PeftModel
 spec = {spec}
 {action}
-""" + PEAK
+"""
+    + PEAK
+)
 
 TORCH_ACTION = """
 config = LlamaConfig(vocab_size=spec["vocab"], hidden_size=spec["hidden"],
@@ -54,8 +60,9 @@ merged = PeftModel.from_pretrained(model, sys.argv[1]).merge_and_unload()
 
 
 def _peak(code: str, *args: str) -> int:
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -63,8 +70,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--layers", type=int, default=10)
     args = parser.parse_args()
-    spec = SyntheticSpec(hidden=2048, ff=5632, layers=args.layers, vocab=32000, heads=16,
-                         kv_heads=4, dtype="F16")
+    spec = SyntheticSpec(
+        hidden=2048, ff=5632, layers=args.layers, vocab=32000, heads=16, kv_heads=4, dtype="F16"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base, adapter, out = root / "base.gguf", root / "adapter", root / "out.gguf"
@@ -78,21 +86,29 @@ def main() -> None:
         )
         baseline = _peak(MERGE.format(action=""))
         started = time.perf_counter()
-        merged = _peak(MERGE.format(action="merge(Path(sys.argv[1]), Path(sys.argv[2]), "
-                                           "Path(sys.argv[3]))"),
-                       str(base), str(adapter), str(out))
+        merged = _peak(
+            MERGE.format(action="merge(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))"),
+            str(base),
+            str(adapter),
+            str(out),
+        )
         seconds = time.perf_counter() - started
         torch_base = _peak(TORCH.format(spec=json.dumps(spec.__dict__), action=""))
-        torch_peak = _peak(TORCH.format(spec=json.dumps(spec.__dict__), action=TORCH_ACTION),
-                           str(adapter))
+        torch_peak = _peak(
+            TORCH.format(spec=json.dumps(spec.__dict__), action=TORCH_ACTION), str(adapter)
+        )
     mb = 1 << 20
     ours, theirs = merged - baseline, torch_peak - torch_base
     bound = 1.5 * (largest + adapter_size)
-    print(f"base: {base_size / mb:.0f} MB F16, largest tensor {largest / mb:.0f} MB, "
-          f"adapter {adapter_size / mb:.1f} MB")
-    print(f"personad merge: peak RSS {ours / mb:.0f} MB above baseline "
-          f"({baseline / mb:.0f} MB); bound 1.5 x (largest + adapter) = {bound / mb:.0f} MB "
-          f"-> {'OK' if ours <= bound else 'OVER'}")
+    print(
+        f"base: {base_size / mb:.0f} MB F16, largest tensor {largest / mb:.0f} MB, "
+        f"adapter {adapter_size / mb:.1f} MB"
+    )
+    print(
+        f"personad merge: peak RSS {ours / mb:.0f} MB above baseline "
+        f"({baseline / mb:.0f} MB); bound 1.5 x (largest + adapter) = {bound / mb:.0f} MB "
+        f"-> {'OK' if ours <= bound else 'OVER'}"
+    )
     print(f"personad merge: {base_size / mb / seconds:.0f} MB/s ({seconds:.1f} s incl. start-up)")
     print(f"PyTorch merge_and_unload: peak RSS {theirs / mb:.0f} MB above its baseline")
     print(f"ratio personad/PyTorch peak RSS: {ours / theirs:.3f}")

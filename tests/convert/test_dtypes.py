@@ -24,8 +24,10 @@ def test_merge_keeps_the_storage_type(dtype: str, tmp_path: Path) -> None:
     base, out = BaseGGUF(tmp_path / "base.gguf"), BaseGGUF(tmp_path / "out.gguf")
     adapter = PeftAdapter.load(tmp_path / "adapter")
     modules = {m.name: m for m in adapter.modules}
-    for name, hf, heads in (("blk.1.attn_k.weight", "model.layers.1.self_attn.k_proj", 2),
-                            ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj", 0)):
+    for name, hf, heads in (
+        ("blk.1.attn_k.weight", "model.layers.1.self_attn.k_proj", 2),
+        ("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj", 0),
+    ):
         assert out.type_name(name) == dtype
         delta = adapter.delta(modules[hf])
         if heads:
@@ -36,5 +38,6 @@ def test_merge_keeps_the_storage_type(dtype: str, tmp_path: Path) -> None:
         assert adapter.modules[0].scaling == 3.0
     # Untouched tensors are copied byte for byte.
     assert out.read_bytes("token_embd.weight", 0, spec.vocab) == base.read_bytes(
-        "token_embd.weight", 0, spec.vocab)
+        "token_embd.weight", 0, spec.vocab
+    )
     assert np.isfinite(out.float32_rows("blk.0.attn_q.weight", 0, 4)).all()
