@@ -66,6 +66,41 @@ class DaemonClient:
         data["http_status"] = response.status_code
         return data
 
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._http.post(path, json=body)
+        except httpx.TransportError as exc:
+            raise DaemonClientError(
+                f"cannot reach {self._http.base_url}: {exc}; is the daemon running?"
+            ) from exc
+        try:
+            payload: dict[str, Any] = response.json()
+        except ValueError as exc:
+            raise DaemonClientError(
+                f"HTTP {response.status_code}: not JSON", response.status_code
+            ) from exc
+        if response.status_code != 200:
+            raise _error_from(response.status_code, payload)
+        return payload
+
+    async def chat(
+        self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any
+    ) -> str:
+        """POST /v1/chat/completions; the reply's text."""
+        body: dict[str, Any] = {"messages": messages, **params}
+        if model:
+            body["model"] = model
+        payload = await self._post("/v1/chat/completions", body)
+        return str(payload["choices"][0]["message"].get("content") or "")
+
+    async def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> str:
+        """POST /v1/completions; the completion's text."""
+        body: dict[str, Any] = {"prompt": prompt, **params}
+        if model:
+            body["model"] = model
+        payload = await self._post("/v1/completions", body)
+        return str(payload["choices"][0].get("text") or "")
+
     async def stream_chat(
         self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any
     ) -> AsyncIterator[str]:

@@ -4,25 +4,55 @@ from ._atomic import atomic_path, scratch_path
 from ._catalog import DEMO_MODEL_NAME, Catalog, CatalogEntry, demo_manifest, demo_model_path
 from ._gguf import GGUFInfo, read_gguf_info
 from ._manifest import ModelManifest, SamplingDefaults, load_manifest, write_manifest
+from ._persona import (
+    BehaviourSettings,
+    PersonaCard,
+    PersonaManifest,
+    demo_persona,
+    load_persona,
+    load_personas,
+)
+from ._transcript import (
+    COMMANDS,
+    Action,
+    Line,
+    chat_messages,
+    parse_line,
+    parse_output,
+    render_transcript,
+)
 from .errors import CatalogError, DemoModelMissing, GGUFError, ManifestError, UnknownModel
 
 __all__ = [
+    "COMMANDS",
     "DEMO_MODEL_NAME",
+    "Action",
+    "BehaviourSettings",
     "Catalog",
     "CatalogEntry",
     "CatalogError",
     "DemoModelMissing",
     "GGUFError",
     "GGUFInfo",
+    "Line",
     "ManifestError",
     "ModelManifest",
+    "PersonaCard",
+    "PersonaManifest",
     "SamplingDefaults",
     "UnknownModel",
     "atomic_path",
+    "chat_messages",
     "demo_manifest",
     "demo_model_path",
+    "demo_persona",
     "load_manifest",
+    "load_persona",
+    "load_personas",
+    "parse_line",
+    "parse_output",
     "read_gguf_info",
+    "render_transcript",
     "scratch_path",
     "write_manifest",
 ]

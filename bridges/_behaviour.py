@@ -1,0 +1,610 @@
+"""The behaviour engine: turns chat events into a persona that acts like a person.
+
+One :class:`PersonaEngine` per persona. It is the :class:`~bridges.BridgeHost` of the bridges
+the persona runs on: they report events, it decides whether, when and what to say, and tells
+them to type, send, reply, react or change presence. It never calls llama.cpp: text comes
+from a :class:`~bridges._completer.Completer` (the daemon's HTTP API).
+
+Time, scheduling and randomness are injected, so every rule runs on a fake clock in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import uuid
+from collections import deque
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from models import Action, Line, PersonaManifest, chat_messages, parse_output, render_transcript
+
+from ._api import Bridge, MessageEvent, PresenceEvent, ReactionEvent, User
+from ._completer import Completer, CompletionCall
+from ._presence import exp_delay, in_hours, local_hour, next_boundary
+from ._store import Store, StoredMessage
+from ._time import Clock, Scheduler
+
+__all__ = ["PersonaEngine"]
+
+log = structlog.get_logger("personad.behaviour")
+
+_KINDS = {"photo": "PHOTO", "video": "VIDEO", "file": "FILE"}
+
+
+@dataclass
+class _Channel:
+    """What the engine tracks per (bridge, channel) while running."""
+
+    waiting: asyncio.Task[None] | None = None
+    speaking: bool = False
+    pending: bool = False
+    addressed: bool = False
+    sent: deque[datetime] = field(default_factory=lambda: deque(maxlen=64))
+
+
+class PersonaEngine:
+    """One persona's behaviour across the bridges it is attached to."""
+
+    def __init__(
+        self,
+        persona: PersonaManifest,
+        completer: Completer,
+        store: Store,
+        clock: Clock,
+        scheduler: Scheduler,
+        rng: random.Random,
+    ) -> None:
+        self.persona = persona
+        self.b = persona.behaviour
+        self.name = persona.name
+        self.completer = completer
+        self.store = store
+        self.clock = clock
+        self.scheduler = scheduler
+        self.rng = rng
+        self.bridges: dict[str, Bridge] = {}
+        self._channels: dict[tuple[str, str], _Channel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._name_re = re.compile(rf"(?<!\w){re.escape(self.name)}(?!\w)", re.IGNORECASE)
+        self._jobs = f"{self.name}:{uuid.uuid4().hex[:6]}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def attach(self, bridge: Bridge) -> None:
+        """Speak through ``bridge`` (its host must be this engine)."""
+        self.bridges[bridge.name] = bridge
+
+    async def start(self) -> None:
+        """Restore plans from the database and schedule what comes next."""
+        self._spawn(self._presence_tick())
+        self._plan_start(restore=True)
+        self._spawn(self._retention())
+
+    async def stop(self) -> None:
+        """Cancel running turns and pending jobs."""
+        for job in ("presence", "start", "retention"):
+            self.scheduler.cancel(f"{self._jobs}:{job}")
+        tasks = list(self._tasks) + [c.waiting for c in self._channels.values() if c.waiting]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _channel(self, bridge: str, channel: str) -> _Channel:
+        return self._channels.setdefault((bridge, channel), _Channel())
+
+    def allowed(self, channel: str, name: str | None = None) -> bool:
+        """Whether the persona may speak in this channel (configured; nothing else)."""
+        allowed = self.b.channels
+        return "*" in allowed or channel in allowed or (name is not None and name in allowed)
+
+    # -- events in (BridgeHost) --------------------------------------------------------
+
+    def _is_me(self, bridge: Bridge, user: User | None) -> bool:
+        return user is not None and bridge.me is not None and user.id == bridge.me.id
+
+    def _addressed(self, bridge: Bridge, event: MessageEvent) -> bool:
+        return (
+            any(self._is_me(bridge, u) for u in event.mentions)
+            or self._is_me(bridge, event.reply_to_author)
+            or bool(self._name_re.search(event.text))
+        )
+
+    async def on_message(self, bridge: Bridge, event: MessageEvent) -> None:
+        """Remember the message and, when it calls for an answer, plan a turn."""
+        is_self = self._is_me(bridge, event.author)
+        addressed = not is_self and self._addressed(bridge, event)
+        if event.channel_name:
+            names = self.store.get(self.name, "channel_names", {})
+            if names.get(event.channel) != event.channel_name:
+                names[event.channel] = event.channel_name
+                self.store.put(self.name, "channel_names", names)
+        last = self.store.recent(self.name, bridge.name, event.channel, 1)
+        if not is_self and (not last or event.timestamp - last[-1].ts >= self._gap):
+            await bridge.notice(event.channel, "a new conversation begins")
+            log.info("session_started", persona=self.name, channel=event.channel)
+        message = StoredMessage(
+            bridge=bridge.name,
+            channel=event.channel,
+            message_id=event.message_id,
+            author_id=event.author.id,
+            author_name=event.author.name,
+            is_bot=event.author.is_bot or is_self,
+            is_self=is_self,
+            kind="reply" if event.reply_to else "message",
+            text=event.text,
+            ts=event.timestamp,
+            reply_to=event.reply_to,
+            addressed=addressed,
+        )
+        if event.text.strip():
+            self.store.add(self.name, message)
+        for i, attachment in enumerate(event.attachments):
+            self.store.add(
+                self.name,
+                replace(
+                    message,
+                    message_id=f"{event.message_id}#{i}",
+                    kind=attachment.kind,
+                    text=attachment.description or "",
+                    reply_to=None,
+                ),
+            )
+        if is_self or not self.allowed(event.channel, event.channel_name):
+            return
+        if not self.online:
+            log.info("message_while_offline", persona=self.name, addressed=addressed)
+            return
+        self._trigger(bridge, event.channel, addressed)
+
+    async def on_reaction(self, bridge: Bridge, event: ReactionEvent) -> None:
+        """Remember others' reactions as REACT lines (they do not ask for an answer)."""
+        if self._is_me(bridge, event.user):
+            return
+        self.store.add(
+            self.name,
+            StoredMessage(
+                bridge=bridge.name,
+                channel=event.channel,
+                message_id=event.message_id,
+                author_id=event.user.id,
+                author_name=event.user.name,
+                is_bot=event.user.is_bot,
+                is_self=False,
+                kind="react",
+                text=event.emoji,
+                ts=event.timestamp,
+            ),
+        )
+
+    async def on_presence(self, bridge: Bridge, event: PresenceEvent) -> None:
+        """Others' presence is not used yet; logged for debugging."""
+        log.debug("presence_seen", user=event.user.name, status=event.status)
+
+    # -- turns -------------------------------------------------------------------------
+
+    @property
+    def _gap(self) -> timedelta:
+        return timedelta(seconds=self.b.session_gap)
+
+    def _trigger(self, bridge: Bridge, channel: str, addressed: bool) -> None:
+        state = self._channel(bridge.name, channel)
+        state.addressed |= addressed
+        if state.speaking:
+            state.pending = True
+            return
+        if state.waiting is not None and not state.waiting.done():
+            # A burst of messages gets one answer: restart the wait on every new message.
+            state.waiting.cancel()
+        state.waiting = asyncio.ensure_future(self._debounced(bridge, channel))
+
+    async def _debounced(self, bridge: Bridge, channel: str) -> None:
+        await self.clock.sleep(self.b.debounce)
+        await self.respond(bridge, channel)
+
+    def session(self, bridge: str, channel: str) -> list[StoredMessage]:
+        """The current conversation in a channel: events since the last long silence."""
+        history = self.store.recent(self.name, bridge, channel, self.b.context_lines * 2)
+        start = 0
+        for i in range(1, len(history)):
+            if history[i].ts - history[i - 1].ts >= self._gap:
+                start = i
+        return history[start:][-self.b.context_lines :]
+
+    def lines(self, session: Sequence[StoredMessage]) -> list[Line]:
+        """Transcript lines for a session; it always starts with an INIT line."""
+        out: list[Line] = []
+        if not session or session[0].kind != "init":
+            first = session[0].author_name if session else self.name
+            out.append(Line(first, command="INIT"))
+        for m in session:
+            if m.kind == "init":
+                out.append(Line(m.author_name, command="INIT"))
+            elif m.kind == "reply":
+                out.append(Line(m.author_name, command="REPLY", argument=m.text))
+            elif m.kind == "react":
+                out.append(Line(m.author_name, command="REACT", argument=m.text))
+            elif m.kind in _KINDS:
+                out.append(Line(m.author_name, command=_KINDS[m.kind], argument=m.text or None))
+            else:
+                out.append(Line(m.author_name, text=m.text))
+        return out
+
+    def _bot_run(self, session: Sequence[StoredMessage]) -> int:
+        run = 0
+        for m in reversed(session):
+            if not m.is_bot:
+                break
+            run += 1
+        return run
+
+    async def respond(self, bridge: Bridge, channel: str, *, forced: bool = False) -> None:
+        """Decide whether to speak after the latest messages, and do so."""
+        state = self._channel(bridge.name, channel)
+        addressed = state.addressed or forced
+        state.addressed = False
+        session = self.session(bridge.name, channel)
+        if not session or session[-1].is_self:
+            return  # never answer itself
+        if session[-1].is_bot and self._bot_run(session) > self.b.bot_budget:
+            log.info("bot_budget_spent", persona=self.name, channel=channel)
+            return
+        actions = await self._generate(bridge, channel, session, addressed)
+        if not actions:
+            return
+        state.speaking = True
+        try:
+            await self._perform(bridge, channel, actions, trigger=session[-1])
+        finally:
+            state.speaking = False
+            if state.pending:
+                state.pending = False
+                self._trigger(bridge, channel, False)
+
+    def _others(self, session: Sequence[StoredMessage]) -> set[str]:
+        return {m.author_name for m in session if not m.is_self}
+
+    async def _generate(
+        self, bridge: Bridge, channel: str, session: Sequence[StoredMessage], addressed: bool
+    ) -> list[Action]:
+        lines = self.lines(session)
+        conversation = f"{self.name}/{bridge.name}/{channel}"
+        if self.persona.format == "chat":
+            if not addressed and self.rng.random() >= self.b.talkativeness:
+                return []
+            messages = chat_messages(
+                self.name, self.persona.card.description, lines, examples=self.persona.card.examples
+            )
+            text = await self.completer(
+                CompletionCall(
+                    kind="chat",
+                    conversation=conversation,
+                    messages=messages,
+                    max_tokens=self.b.max_tokens,
+                    temperature=self.b.temperature,
+                )
+            )
+            if text is None:
+                return []
+            return parse_output(text, self.name, fmt="chat", others=self._others(session))
+        # transcript: the model predicts who speaks next; when addressed, the persona does.
+        prompt = render_transcript(lines) + (f"{self.name}:" if addressed else "")
+        text = await self.completer(
+            CompletionCall(
+                kind="text",
+                conversation=conversation,
+                prompt=prompt,
+                max_tokens=self.b.max_tokens,
+                temperature=self.b.temperature,
+            )
+        )
+        if text is None:
+            return []
+        if addressed:
+            text = f"{self.name}:{text}"
+        return parse_output(text, self.name, fmt="transcript")
+
+    async def _perform(
+        self,
+        bridge: Bridge,
+        channel: str,
+        actions: Sequence[Action],
+        trigger: StoredMessage | None,
+    ) -> None:
+        if trigger is not None:
+            await self.clock.sleep(self.b.reading_delay + len(trigger.text) / self.b.reading_speed)
+        for i, action in enumerate(actions):
+            if not self.online:
+                break
+            if i:
+                await self.clock.sleep(self.b.message_pause)
+            if action.kind == "react":
+                if bridge.can_react and trigger is not None:
+                    await bridge.react(channel, trigger.message_id, action.text)
+                    self._remember_own(bridge, channel, trigger.message_id, "react", action.text)
+                continue
+            if action.kind == "attach":
+                if bridge.can_attach:
+                    await bridge.attach(channel, action.attachment or "FILE", action.text)
+                else:
+                    log.info("attachment_skipped", persona=self.name, kind=action.attachment)
+                continue
+            await self._type(bridge, channel, action.text)
+            if not self._rate_ok(bridge.name, channel):
+                log.info("rate_limited", persona=self.name, channel=channel)
+                break
+            reply = action.kind == "reply" and bridge.can_reply and trigger is not None
+            for part in _split(action.text, bridge.max_message_length):
+                if reply and trigger is not None:
+                    mid = await bridge.reply(channel, trigger.message_id, part)
+                else:
+                    mid = await bridge.send(channel, part)
+                self._remember_own(bridge, channel, mid, "reply" if reply else "message", part)
+
+    def _remember_own(
+        self,
+        bridge: Bridge,
+        channel: str,
+        message_id: str,
+        kind: str,
+        text: str,
+        *,
+        opener: bool = False,
+    ) -> None:
+        me = bridge.me
+        self.store.add(
+            self.name,
+            StoredMessage(
+                bridge=bridge.name,
+                channel=channel,
+                message_id=message_id,
+                author_id=me.id if me else f"persona:{self.name}",
+                author_name=self.name,
+                is_bot=True,
+                is_self=True,
+                kind=kind,
+                text=text,
+                ts=self.clock.now(),
+                opener=opener,
+            ),
+        )
+        if kind in ("message", "reply"):
+            self._channel(bridge.name, channel).sent.append(self.clock.now())
+
+    def _rate_ok(self, bridge: str, channel: str) -> bool:
+        sent = self._channel(bridge, channel).sent
+        now = self.clock.now()
+        recent = [t for t in sent if now - t < timedelta(minutes=1)]
+        return len(recent) < self.b.max_per_minute
+
+    async def _type(self, bridge: Bridge, channel: str, text: str) -> None:
+        sent = self._channel(bridge.name, channel).sent
+        if sent:
+            wait = self.b.min_interval - (self.clock.now() - sent[-1]).total_seconds()
+            if wait > 0:
+                await self.clock.sleep(wait)
+        remaining = len(text) / self.b.typing_speed
+        while remaining > 0:
+            if bridge.can_type:
+                # Platforms expire the indicator after a few seconds: refresh it.
+                await bridge.typing(channel)
+            step = min(self.b.typing_refresh, remaining)
+            await self.clock.sleep(step)
+            remaining -= step
+
+    # -- presence: sleep hours and random away periods ----------------------------------
+
+    @property
+    def online(self) -> bool:
+        """Whether the persona is shown online and may speak."""
+        return bool(self.store.get(self.name, "online", True))
+
+    def _away(self, now: datetime) -> tuple[datetime, datetime] | None:
+        plan = self.store.get(self.name, "away")
+        if plan is None:
+            delay = exp_delay(self.b.away_per_day, self.rng)
+            if delay is None:
+                return None
+            low, high = self.b.away_minutes
+            start = now + timedelta(seconds=delay)
+            end = start + timedelta(minutes=self.rng.uniform(low, high))
+            plan = [start.timestamp(), end.timestamp()]
+            self.store.put(self.name, "away", plan)
+            log.info(
+                "away_planned", persona=self.name, start=start.isoformat(), end=end.isoformat()
+            )
+        start_ts, end_ts = plan
+        return (
+            datetime.fromtimestamp(start_ts, now.tzinfo),
+            datetime.fromtimestamp(end_ts, now.tzinfo),
+        )
+
+    async def _presence_tick(self) -> None:
+        now = self.clock.now()
+        away = self._away(now)
+        if away is not None and now >= away[1]:
+            self.store.put(self.name, "away", None)  # that absence is over: plan the next
+            away = self._away(now)
+        asleep = in_hours(local_hour(now, self.b.timezone), self.b.sleep_hours)
+        in_away = away is not None and away[0] <= now < away[1]
+        want = not asleep and not in_away
+        was = self.online
+        if want != was or not self.store.get(self.name, "presence_shown", False):
+            await self._show(want)
+        if want and not was:
+            since = self.store.get(self.name, "offline_since")
+            self.store.put(self.name, "online", True)
+            if since is not None:
+                await self._catch_up(datetime.fromtimestamp(since, now.tzinfo))
+        elif not want and was:
+            self.store.put(self.name, "online", False)
+            self.store.put(self.name, "offline_since", now.timestamp())
+        candidates = [
+            t
+            for t in (next_boundary(now, self.b.sleep_hours, self.b.timezone), *(away or ()))
+            if t is not None and t > now
+        ]
+        if candidates:
+            self.scheduler.at(min(candidates), f"{self._jobs}:presence", self._presence_tick)
+
+    async def _show(self, online: bool) -> None:
+        self.store.put(self.name, "presence_shown", True)
+        log.info("presence_changed", persona=self.name, online=online)
+        for bridge in self.bridges.values():
+            if bridge.can_presence:
+                await bridge.set_presence("online" if online else "offline")
+
+    async def _catch_up(self, since: datetime) -> None:
+        """Back online: one reply where it was addressed or the talk goes on; else nothing."""
+        now = self.clock.now()
+        backlog: dict[tuple[str, str], list[StoredMessage]] = {}
+        for m in self.store.since(self.name, since):
+            if not m.is_self:
+                backlog.setdefault((m.bridge, m.channel), []).append(m)
+        names = self.store.get(self.name, "channel_names", {})
+        for (bridge_name, channel), messages in backlog.items():
+            bridge = self.bridges.get(bridge_name)
+            if bridge is None or not self.allowed(channel, names.get(channel)):
+                continue
+            addressed = any(m.addressed for m in messages)
+            going = now - messages[-1].ts < self._gap
+            log.info(
+                "catching_up",
+                persona=self.name,
+                channel=channel,
+                backlog=len(messages),
+                addressed=addressed,
+                going=going,
+            )
+            if addressed or going:
+                self._spawn(self.respond(bridge, channel, forced=addressed))
+
+    # -- proactive starts ---------------------------------------------------------------
+
+    def _plan_start(self, *, restore: bool = False) -> None:
+        planned = self.store.get(self.name, "next_start") if restore else None
+        if planned is None:
+            delay = exp_delay(self.b.starts_per_day, self.rng)
+            if delay is None:
+                return
+            planned = (self.clock.now() + timedelta(seconds=delay)).timestamp()
+            self.store.put(self.name, "next_start", planned)
+        when = datetime.fromtimestamp(planned, self.clock.now().tzinfo)
+        self.scheduler.at(when, f"{self._jobs}:start", self._start_job)
+
+    async def _start_job(self) -> None:
+        try:
+            await self.try_start()
+        finally:
+            self._plan_start()
+
+    async def try_start(self) -> bool:
+        """Open a new conversation in a quiet channel, if the rules allow it now."""
+        now = self.clock.now()
+        if not self.online or not in_hours(local_hour(now, self.b.timezone), self.b.active_hours):
+            return False
+        day = now.astimezone().date().isoformat()
+        count = self.store.get(self.name, "starts", {}).get(day, 0)
+        if count >= self.b.max_starts_per_day:
+            return False
+        names = self.store.get(self.name, "channel_names", {})
+        quiet = timedelta(seconds=self.b.quiet_before_start)
+        candidates = []
+        for bridge_name, channel in self.store.channels(self.name):
+            if bridge_name not in self.bridges or not self.allowed(channel, names.get(channel)):
+                continue
+            last = self.store.recent(self.name, bridge_name, channel, 1)
+            if not last or now - last[-1].ts < quiet:
+                continue
+            if last[-1].is_self and last[-1].opener:
+                continue  # never two unanswered openers in a row
+            candidates.append((bridge_name, channel))
+        if not candidates:
+            return False
+        bridge_name, channel = self.rng.choice(sorted(candidates))
+        bridge = self.bridges[bridge_name]
+        opener = await self._opener(bridge, channel)
+        if opener is None:
+            return False
+        self.store.put(self.name, "starts", {day: count + 1})
+        await bridge.notice(channel, "a new conversation begins")
+        self._remember_own(bridge, channel, f"init-{uuid.uuid4().hex[:8]}", "init", "")
+        await self._type(bridge, channel, opener)
+        mid = await bridge.send(channel, opener)
+        self._remember_own(bridge, channel, mid, "message", opener, opener=True)
+        log.info("conversation_started", persona=self.name, channel=channel)
+        return True
+
+    async def _opener(self, bridge: Bridge, channel: str) -> str | None:
+        conversation = f"{self.name}/{bridge.name}/{channel}"
+        if self.persona.format == "chat":
+            messages = chat_messages(
+                self.name, self.persona.card.description, [], examples=self.persona.card.examples
+            )
+            messages[-1]["content"] = (
+                f"The chat has been quiet for a while. Write {self.name}'s message that starts "
+                "a new conversation."
+            )
+            text = await self.completer(
+                CompletionCall(
+                    kind="chat",
+                    conversation=conversation,
+                    messages=messages,
+                    max_tokens=self.b.max_tokens,
+                    temperature=self.b.temperature,
+                    priority="background",
+                )
+            )
+            actions = parse_output(text or "", self.name, fmt="chat")
+        else:
+            prompt = render_transcript([Line(self.name, command="INIT")]) + f"{self.name}:"
+            text = await self.completer(
+                CompletionCall(
+                    kind="text",
+                    conversation=conversation,
+                    prompt=prompt,
+                    max_tokens=self.b.max_tokens,
+                    temperature=self.b.temperature,
+                    priority="background",
+                )
+            )
+            actions = parse_output(f"{self.name}:{text or ''}", self.name)
+        said = [a.text for a in actions if a.kind in ("send", "reply") and a.text]
+        return said[0] if said else None
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def _retention(self) -> None:
+        removed = self.store.purge(self.clock.now() - timedelta(days=self.b.history_days))
+        if removed:
+            log.info("history_purged", persona=self.name, rows=removed)
+        self.scheduler.at(
+            self.clock.now() + timedelta(hours=6), f"{self._jobs}:retention", self._retention
+        )
+
+
+def _split(text: str, limit: int) -> list[str]:
+    """Split text over ``limit`` characters at sentence ends, else at spaces."""
+    parts: list[str] = []
+    while len(text) > limit:
+        cut = max(
+            text.rfind(". ", 0, limit), text.rfind("! ", 0, limit), text.rfind("? ", 0, limit)
+        )
+        cut = cut + 1 if cut > 0 else text.rfind(" ", 0, limit)
+        if cut <= 0:
+            cut = limit
+        parts.append(text[:cut].strip())
+        text = text[cut:].strip()
+    if text:
+        parts.append(text)
+    return parts

@@ -1,0 +1,64 @@
+"""How the behaviour engine asks a model for text: through the daemon's HTTP API only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from daemon import DaemonClient, DaemonClientError
+
+__all__ = ["Completer", "CompletionCall", "DaemonCompleter"]
+
+log = structlog.get_logger("personad.completer")
+
+
+@dataclass(frozen=True)
+class CompletionCall:
+    """One request for the persona's next words."""
+
+    kind: Literal["chat", "text"]
+    conversation: str
+    prompt: str = ""
+    messages: list[dict[str, str]] = field(default_factory=list)
+    max_tokens: int = 80
+    temperature: float = 0.8
+    stop: tuple[str, ...] = ()
+    priority: Literal["interactive", "background"] = "interactive"
+
+
+class Completer(Protocol):
+    """Produces text for a :class:`CompletionCall`; None when it was superseded or failed."""
+
+    async def __call__(self, call: CompletionCall) -> str | None: ...
+
+
+class DaemonCompleter:
+    """A completer on personad's API, or any OpenAI-compatible server (extensions ignored)."""
+
+    def __init__(self, client: DaemonClient, model: str) -> None:
+        self.client = client
+        self.model = model
+
+    async def __call__(self, call: CompletionCall) -> str | None:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": call.max_tokens,
+            "temperature": call.temperature,
+            "conversation": call.conversation,
+            # A newer message in the same channel makes an older answer pointless.
+            "supersede": True,
+            "priority": call.priority,
+        }
+        if call.stop:
+            params["stop"] = list(call.stop)
+        try:
+            if call.kind == "chat":
+                return await self.client.chat(call.messages, **params)
+            return await self.client.complete(call.prompt, **params)
+        except DaemonClientError as exc:
+            if exc.code == "superseded":
+                return None
+            log.warning("completion_failed", conversation=call.conversation, error=str(exc))
+            return None

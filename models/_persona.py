@@ -1,0 +1,153 @@
+"""Persona manifests: a model, a prompt format, a persona card and how the persona behaves."""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ManifestError, UnknownModel
+
+__all__ = [
+    "BehaviourSettings",
+    "PersonaCard",
+    "PersonaManifest",
+    "demo_persona",
+    "load_persona",
+    "load_personas",
+]
+
+
+class PersonaCard(BaseModel):
+    """Who the persona is, for the ``chat`` format's system message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(description="A few sentences: who they are and how they write.")
+    examples: list[str] = Field(default_factory=list, description="Lines they might say.")
+
+
+class BehaviourSettings(BaseModel):
+    """How the persona acts like a person. Times are in seconds unless named otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_gap: float = Field(7200, gt=0, description="Silence that starts a new conversation.")
+    context_lines: int = Field(30, ge=1, description="Transcript lines given to the model.")
+    debounce: float = Field(4.0, ge=0, description="Wait for a burst of messages to end.")
+    talkativeness: float = Field(
+        0.3, ge=0, le=1, description="chat format: chance to answer when not addressed."
+    )
+    reading_delay: float = Field(1.5, ge=0, description="Base delay before starting to type.")
+    reading_speed: float = Field(30.0, gt=0, description="Characters read per second.")
+    typing_speed: float = Field(6.0, gt=0, description="Characters typed per second.")
+    typing_refresh: float = Field(8.0, gt=0, description="Re-send the typing indicator this often.")
+    message_pause: float = Field(1.2, ge=0, description="Pause between several messages.")
+    quiet_before_start: float = Field(
+        6 * 3600, gt=0, description="Silence in a channel before the persona may open a topic."
+    )
+    starts_per_day: float = Field(1.0, ge=0, description="Average conversation starts per day.")
+    max_starts_per_day: int = Field(2, ge=0, description="Hard cap on conversation starts.")
+    active_hours: tuple[int, int] = Field(
+        (9, 23), description="Local hours [from, to) in which the persona may open topics."
+    )
+    sleep_hours: tuple[int, int] | None = Field(
+        (1, 8), description="Local hours [from, to) the persona is offline, or none."
+    )
+    timezone: str = Field("UTC", description="The persona's time zone (IANA name).")
+    away_per_day: float = Field(1.5, ge=0, description="Average random away periods per day.")
+    away_minutes: tuple[float, float] = Field(
+        (10, 90), description="Shortest and longest random away period, in minutes."
+    )
+    bot_budget: int = Field(
+        6, ge=0, description="Bot messages in a row (no human between) it will still answer."
+    )
+    min_interval: float = Field(1.0, ge=0, description="Least time between its messages.")
+    max_per_minute: int = Field(10, ge=1, description="Most messages per channel per minute.")
+    channels: list[str] = Field(
+        default_factory=list, description="Channel ids or names it may speak in; none else."
+    )
+    history_days: float = Field(30, gt=0, description="Days of messages kept for context.")
+    max_tokens: int = Field(80, ge=1, description="Longest turn generated.")
+    temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature.")
+
+    @field_validator("sleep_hours", mode="before")
+    @classmethod
+    def _no_sleep(cls, value: object) -> object:
+        # TOML has no null: an empty list means "never asleep".
+        return None if value == [] else value
+
+    @model_validator(mode="after")
+    def _check(self) -> BehaviourSettings:
+        for name in ("active_hours", "sleep_hours"):
+            hours = getattr(self, name)
+            if hours is not None and not all(0 <= h <= 24 for h in hours):
+                raise ValueError(f"{name} must be hours between 0 and 24")
+        if self.away_minutes[0] > self.away_minutes[1]:
+            raise ValueError("away_minutes must be (shortest, longest)")
+        return self
+
+
+class PersonaManifest(BaseModel):
+    """A persona: which model speaks for it, in which format, and how it behaves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, description="The name others use.")
+    model: str = Field("smollm2", description="Model name in the catalogue.")
+    format: Literal["chat", "transcript"] = Field(
+        "chat", description="chat: instruct model with a card; transcript: a fine-tuned model."
+    )
+    card: PersonaCard
+    behaviour: BehaviourSettings = Field(default_factory=BehaviourSettings)
+    source: Path | None = Field(None, exclude=True, description="Manifest file it came from.")
+
+
+def load_persona(path: Path) -> PersonaManifest:
+    """Read and validate a persona manifest; errors name the file and the field."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ManifestError(path, f"cannot be read ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(path, f"invalid TOML: {exc}") from exc
+    try:
+        persona = PersonaManifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ManifestError(path, f"field {where}: {err['msg']}") from exc
+    return persona.model_copy(update={"source": path})
+
+
+def demo_persona() -> PersonaManifest:
+    """The persona that ships with personad, on the demo model."""
+    spec = importlib.util.find_spec(__package__ or "models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ManifestError(Path("demo.toml"), "the demo persona is missing from the package")
+    return load_persona(Path(next(iter(spec.submodule_search_locations))) / "personas/demo.toml")
+
+
+def load_personas(directory: Path | None, names: list[str]) -> list[PersonaManifest]:
+    """The personas called ``names``: files ``NAME.toml`` in ``directory``, or ``demo``."""
+    found = []
+    for name in names:
+        path = directory / f"{name}.toml" if directory is not None else None
+        if path is not None and path.is_file():
+            found.append(load_persona(path))
+        elif name == "demo":
+            found.append(demo_persona())
+        else:
+            known = sorted(p.stem for p in directory.glob("*.toml")) if directory else []
+            raise UnknownModel(name, [*known, "demo"])
+    return found

@@ -1,0 +1,176 @@
+"""How a conversation is written for the model, and how the model's answer is read back.
+
+One module owns the format, so the runtime (bridges/) and the training-set export (convert/)
+produce exactly the same text for the same history.
+
+Format ``transcript`` (models fine-tuned on chat logs): one line per event, ``name: text``.
+Commands are ``name: COMMAND;`` or ``name: COMMAND: argument;``, except ``REPLY: <text>``,
+which carries a message that answers the one before it::
+
+    alice: INIT;
+    alice: anyone up for lunch?
+    bob: REPLY: only if it's pizza
+    alice: REACT: 🍕;
+    bob: PHOTO: a menu;
+
+Format ``chat`` (instruct models): the persona card as the system message, the recent
+transcript as context, and a request for the persona's next message(s); the daemon renders it
+with the model's own chat template.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+
+__all__ = [
+    "COMMANDS",
+    "Action",
+    "Line",
+    "chat_messages",
+    "parse_line",
+    "parse_output",
+    "render_transcript",
+]
+
+log = structlog.get_logger("personad.transcript")
+
+COMMANDS = frozenset({"INIT", "REACT", "REPLY", "PHOTO", "VIDEO", "FILE"})
+ATTACHMENTS = frozenset({"PHOTO", "VIDEO", "FILE"})
+
+_LINE = re.compile(r"^(?P<speaker>[^:\n]{1,64}?): (?P<rest>.*)$")
+_BARE = re.compile(r"^(?P<cmd>[A-Z]{2,16});$")
+_ARG = re.compile(r"^(?P<cmd>[A-Z]{2,16}): (?P<arg>.*);$")
+_REPLY = re.compile(r"^REPLY: (?P<arg>.*)$")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One transcript line: a plain message, or a command with an optional argument."""
+
+    speaker: str
+    text: str = ""
+    command: str | None = None
+    argument: str | None = None
+
+    def render(self) -> str:
+        """The line as the model sees it."""
+        speaker = _clean(self.speaker).replace(":", "")
+        if self.command is None:
+            return f"{speaker}: {_clean(self.text)}"
+        if self.command == "REPLY":
+            return f"{speaker}: REPLY: {_clean(self.argument or '')}"
+        if self.argument is None:
+            return f"{speaker}: {self.command};"
+        return f"{speaker}: {self.command}: {_clean(self.argument)};"
+
+
+def _clean(text: str) -> str:
+    # One event, one line: newlines inside a message would read as new speakers.
+    return " ".join(text.split())
+
+
+def parse_line(raw: str) -> Line | None:
+    """Parse ``name: ...``; None if the text has no speaker."""
+    m = _LINE.match(raw.strip())
+    if m is None:
+        return None
+    speaker, rest = m["speaker"].strip(), m["rest"].strip()
+    if not speaker:
+        return None
+    if reply := _REPLY.match(rest):
+        return Line(speaker, command="REPLY", argument=reply["arg"].strip())
+    if bare := _BARE.match(rest):
+        return Line(speaker, command=bare["cmd"])
+    if arg := _ARG.match(rest):
+        return Line(speaker, command=arg["cmd"], argument=arg["arg"].strip())
+    return Line(speaker, text=rest)
+
+
+def render_transcript(lines: Iterable[Line]) -> str:
+    """The lines joined, one per row, ending with a newline (the model continues from there)."""
+    return "".join(line.render() + "\n" for line in lines)
+
+
+def chat_messages(
+    persona: str, card: str, lines: Sequence[Line], *, examples: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """The ``chat`` format: system card, transcript as context, a request for the next line."""
+    system = card.strip()
+    if examples:
+        system += f"\n\nThings {persona} has said:\n" + "\n".join(f"- {e}" for e in examples)
+    system += (
+        f"\n\nYou are {persona} in a group chat. Answer with {persona}'s next message only: "
+        "short, casual, in their voice, without a name prefix."
+    )
+    transcript = render_transcript(lines).strip() or "(nobody has said anything yet)"
+    user = f"The chat so far:\n{transcript}\n\nWrite {persona}'s next message."
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the persona does: send or reply with text, react with an emoji, or attach."""
+
+    kind: Literal["send", "reply", "react", "attach"]
+    text: str = ""
+    attachment: str | None = None
+
+
+def _action(line: Line) -> Action | None:
+    if line.command is None:
+        text = line.text.strip()
+        return Action("send", text) if text else None
+    if line.command == "REPLY":
+        return Action("reply", line.argument or "") if line.argument else None
+    if line.command == "REACT":
+        return Action("react", line.argument) if line.argument else None
+    if line.command in ATTACHMENTS:
+        return Action("attach", line.argument or "", attachment=line.command)
+    if line.command != "INIT":
+        log.info("unknown_command_ignored", command=line.command)
+    return None
+
+
+def _same(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def parse_output(
+    output: str,
+    persona: str,
+    *,
+    fmt: Literal["transcript", "chat"] = "transcript",
+    others: Collection[str] = (),
+) -> list[Action]:
+    """Turn a completion into actions; total: any text gives a list, never an exception.
+
+    ``transcript``: the leading lines spoken by ``persona`` are its turn; a first line by
+    anyone else means the model predicts someone else speaks next, so the persona is silent.
+    ``chat``: the output is the persona's message; a ``persona:`` prefix is dropped, and the
+    turn ends where the model starts writing for one of ``others``.
+    """
+    known = {o.strip().casefold() for o in others}
+    actions: list[Action] = []
+    for raw in output.splitlines():
+        if not raw.strip():
+            continue
+        line = parse_line(raw)
+        if fmt == "chat":
+            if line is not None and _same(line.speaker, persona):
+                action = _action(line)
+            elif line is not None and line.speaker.casefold() in known:
+                break
+            else:
+                action = Action("send", " ".join(raw.split()))
+        else:
+            if line is None or not _same(line.speaker, persona):
+                break
+            action = _action(line)
+        if action is not None:
+            actions.append(action)
+    return actions
