@@ -39,6 +39,7 @@ Register it in your package's ``pyproject.toml``::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,7 @@ from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from ._time import Clock
 from .errors import NotSupported
 
 __all__ = [
@@ -163,6 +165,8 @@ class Bridge:
         self.persona = persona
         # The persona's own account on the platform; bridges set it in start().
         self.me: User | None = None
+        # The engine's clock, for platforms without their own timestamps (the console).
+        self.clock: Clock | None = None
 
     async def start(self) -> None:
         """Connect; report events to ``self.host`` from here on."""
@@ -196,3 +200,8 @@ class Bridge:
 
     async def notice(self, channel: str, text: str) -> None:
         """Show an informational note to the local user, where that makes sense (console)."""
+
+    async def wait_closed(self) -> None:
+        """Return when the bridge has ended by itself (the console's user quit); by default,
+        never."""
+        await asyncio.Event().wait()

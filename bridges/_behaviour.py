@@ -210,7 +210,11 @@ class PersonaEngine:
 
     async def _debounced(self, bridge: Bridge, channel: str) -> None:
         await self.clock.sleep(self.b.debounce)
-        await self.respond(bridge, channel)
+        try:
+            await self.respond(bridge, channel)
+        except Exception:
+            # A failed turn must not end the persona; the next message starts a new one.
+            log.exception("turn_failed", persona=self.name, channel=channel)
 
     def session(self, bridge: str, channel: str) -> list[StoredMessage]:
         """The current conversation in a channel: events since the last long silence."""
@@ -294,6 +298,7 @@ class PersonaEngine:
                     temperature=self.b.temperature,
                 )
             )
+            log.debug("model_output", persona=self.name, text=text)
             if text is None:
                 return []
             return parse_output(text, self.name, fmt="chat", others=self._others(session))
@@ -308,6 +313,7 @@ class PersonaEngine:
                 temperature=self.b.temperature,
             )
         )
+        log.debug("model_output", persona=self.name, text=text)
         if text is None:
             return []
         if addressed:

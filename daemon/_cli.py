@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bridges._cli import bridges_app, forget_cmd, run_cmd
+from bridges.errors import BridgeError
 from convert._cli import convert_app
 from convert.errors import ConvertError, InputError
 from models import Catalog, CatalogEntry, CatalogError
@@ -36,6 +38,9 @@ app = typer.Typer(
 models_app = typer.Typer(help="The model catalogue.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(convert_app, name="convert")
+app.add_typer(bridges_app, name="bridges")
+app.command("run")(run_cmd)
+app.command("forget")(forget_cmd)
 
 out = Console()
 err = Console(stderr=True)
@@ -47,6 +52,7 @@ _EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (InputError, 2),
     (CatalogError, 1),
     (ConvertError, 1),
+    (BridgeError, 1),
     (DaemonClientError, 1),
     (DaemonError, 1),
 ]

@@ -23,6 +23,7 @@ from .errors import ConfigError
 __all__ = [
     "LogSettings",
     "ModelsSettings",
+    "RunSettings",
     "ServerSettings",
     "Settings",
     "default_config_path",
@@ -81,6 +82,33 @@ class ModelsSettings(BaseModel):
         return value.expanduser()
 
 
+class RunSettings(BaseModel):
+    """What `personad run` starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    personas: list[str] = Field(
+        default_factory=lambda: ["demo"], description="Persona manifests to run (by name)."
+    )
+    personas_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_config_dir(_APP)) / "personas",
+        description="Directory of persona manifests (NAME.toml).",
+    )
+    bridges: list[str] = Field(
+        default_factory=lambda: ["console"], description="Enabled bridges (entry-point names)."
+    )
+    daemon_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible server to use instead of starting the daemon here.",
+    )
+    seed: int | None = Field(None, description="Seed the behaviour's randomness (testing).")
+
+    @field_validator("personas_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
 class LogSettings(BaseModel):
     """Logging."""
 
@@ -105,6 +133,10 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP API.")
     models: ModelsSettings = Field(default_factory=ModelsSettings, description="Models.")
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
+    run: RunSettings = Field(default_factory=RunSettings, description="personad run.")
+    bridges: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Options per bridge, e.g. [bridges.console]."
+    )
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(_APP)),
         description="Where state (databases, conversation caches) is kept.",

@@ -151,8 +151,8 @@ def parse_output(
 
     ``transcript``: the leading lines spoken by ``persona`` are its turn; a first line by
     anyone else means the model predicts someone else speaks next, so the persona is silent.
-    ``chat``: the output is the persona's message; a ``persona:`` prefix is dropped, and the
-    turn ends where the model starts writing for one of ``others``.
+    ``chat``: the output is the persona's message; a speaker label on its first line is
+    dropped, and the turn ends where the model starts writing for one of ``others``.
     """
     known = {o.strip().casefold() for o in others}
     actions: list[Action] = []
@@ -161,10 +161,14 @@ def parse_output(
             continue
         line = parse_line(raw)
         if fmt == "chat":
-            if line is not None and _same(line.speaker, persona):
+            if line is None:
+                action: Action | None = Action("send", " ".join(raw.split()))
+            elif not actions or _same(line.speaker, persona):
+                # Small models often label the persona's first line with some name
+                # ("You:", "Me:"): whatever the label, the first line is the persona's.
                 action = _action(line)
-            elif line is not None and line.speaker.casefold() in known:
-                break
+            elif line.speaker.casefold() in known:
+                break  # the model started writing the others' lines
             else:
                 action = Action("send", " ".join(raw.split()))
         else:

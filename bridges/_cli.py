@@ -1,0 +1,75 @@
+"""``personad run``, ``personad bridges list`` and ``personad forget``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, TextIO
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._registry import installed_bridges
+from ._store import Store
+
+__all__ = ["bridges_app", "forget_cmd", "run_cmd"]
+
+bridges_app = typer.Typer(help="Chat platform bridges.", no_args_is_help=True)
+_out = Console()
+Config = Annotated[Path | None, typer.Option("--config", "-c", help="personad config file.")]
+
+
+@bridges_app.command("list")
+def list_cmd(config: Config = None) -> None:
+    """List installed bridges (nothing is imported) and whether `run` enables them."""
+    from daemon._settings import load_settings
+
+    enabled = set(load_settings(config).run.bridges)
+    table = Table("NAME", "PROVIDED BY", "ENABLED")
+    for name, ep in sorted(installed_bridges().items()):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        table.add_row(name, f"{ep.value} ({dist})", "yes" if name in enabled else "no")
+    _out.print(table)
+
+
+def run_cmd(config: Config = None) -> None:
+    """Run the personas on the enabled bridges, with the daemon in the same process."""
+    from daemon._logging import configure_logging
+    from daemon._settings import load_settings
+
+    from ._run import run
+
+    settings = load_settings(config)
+    stream: TextIO = sys.stdout
+    fmt: Literal["auto", "console", "json"] = settings.log.format
+    if "console" in settings.run.bridges:
+        # The terminal belongs to the conversation: the log goes to a file.
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        stream = (settings.data_dir / "personad.log").open("a", encoding="utf-8")
+        fmt = "json" if settings.log.format == "auto" else settings.log.format
+    configure_logging(
+        level=settings.log.level, fmt=fmt, secrets=settings.secret_values(), stream=stream
+    )
+    raise typer.Exit(asyncio.run(run(settings)))
+
+
+def forget_cmd(
+    user: Annotated[str, typer.Option("--user", help="The person's id on their platform.")],
+    config: Config = None,
+) -> None:
+    """Delete everything one person wrote or did from the personas' memory."""
+    from daemon._settings import load_settings
+
+    settings = load_settings(config)
+    path = settings.data_dir / "personad.db"
+    if not path.exists():
+        _out.print("nothing stored yet")
+        return
+    store = Store(path)
+    try:
+        removed = store.forget_user(user)
+    finally:
+        store.close()
+    _out.print(f"forgot {removed} messages and reactions of {user}")
