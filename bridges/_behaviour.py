@@ -82,9 +82,9 @@ class PersonaEngine:
 
     async def start(self) -> None:
         """Restore plans from the database and schedule what comes next."""
-        self._spawn(self._presence_tick())
+        await self._presence_tick()
         self._plan_start(restore=True)
-        self._spawn(self._retention())
+        await self._retention()
 
     async def stop(self) -> None:
         """Cancel running turns and pending jobs."""
@@ -316,8 +316,9 @@ class PersonaEngine:
         log.debug("model_output", persona=self.name, text=text)
         if text is None:
             return []
-        if addressed:
-            text = f"{self.name}:{text}"
+        if addressed and not _same_speaker(text, self.name):
+            # The prompt ended with "Name:"; the completion is the rest of that line.
+            text = f"{self.name}: {text.lstrip()}"
         return parse_output(text, self.name, fmt="transcript")
 
     async def _perform(
@@ -584,7 +585,10 @@ class PersonaEngine:
                     priority="background",
                 )
             )
-            actions = parse_output(f"{self.name}:{text or ''}", self.name)
+            opener = text or ""
+            if not _same_speaker(opener, self.name):
+                opener = f"{self.name}: {opener.lstrip()}"
+            actions = parse_output(opener, self.name)
         said = [a.text for a in actions if a.kind in ("send", "reply") and a.text]
         return said[0] if said else None
 
@@ -597,6 +601,10 @@ class PersonaEngine:
         self.scheduler.at(
             self.clock.now() + timedelta(hours=6), f"{self._jobs}:retention", self._retention
         )
+
+
+def _same_speaker(text: str, name: str) -> bool:
+    return text.lstrip().casefold().startswith(f"{name.casefold()}:")
 
 
 def _split(text: str, limit: int) -> list[str]:

@@ -42,7 +42,7 @@ log = structlog.get_logger("personad.transcript")
 COMMANDS = frozenset({"INIT", "REACT", "REPLY", "PHOTO", "VIDEO", "FILE"})
 ATTACHMENTS = frozenset({"PHOTO", "VIDEO", "FILE"})
 
-_LINE = re.compile(r"^(?P<speaker>[^:\n]{1,64}?): (?P<rest>.*)$")
+_LINE = re.compile(r"^(?P<speaker>[^:\n]{1,64}?):(?: (?P<rest>.*))?$")
 _BARE = re.compile(r"^(?P<cmd>[A-Z]{2,16});$")
 _ARG = re.compile(r"^(?P<cmd>[A-Z]{2,16}): (?P<arg>.*);$")
 _REPLY = re.compile(r"^REPLY: (?P<arg>.*)$")
@@ -79,7 +79,7 @@ def parse_line(raw: str) -> Line | None:
     m = _LINE.match(raw.strip())
     if m is None:
         return None
-    speaker, rest = m["speaker"].strip(), m["rest"].strip()
+    speaker, rest = m["speaker"].strip(), (m["rest"] or "").strip()
     if not speaker:
         return None
     if reply := _REPLY.match(rest):

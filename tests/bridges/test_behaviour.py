@@ -1,0 +1,522 @@
+"""Behaviour rules on a fake clock with a recording bridge: one scenario per rule."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from bridges import Attachment, PersonaEngine, Store, User
+from bridges.testing import FakeClock, RecordingBridge, ScriptedCompleter
+from models import PersonaCard, PersonaManifest
+from models._persona import BehaviourSettings
+
+ALEX = User("u-alex", "Alex")
+BOB = User("u-bob", "Bob")
+BOT = User("u-bot", "Botty", is_bot=True)
+MONDAY_NOON = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+class _NoOpts(BaseModel):
+    pass
+
+
+@dataclass
+class World:
+    """An engine, its bridge, clock, completer and database."""
+
+    engine: PersonaEngine
+    bridge: RecordingBridge
+    clock: FakeClock
+    completer: ScriptedCompleter
+    store: Store
+
+
+def make_world(
+    tmp_path: Path,
+    script: Any = ("Robin: hey",),
+    *,
+    start: datetime = MONDAY_NOON,
+    fmt: str = "transcript",
+    clock: FakeClock | None = None,
+    **behaviour: Any,
+) -> World:
+    """A persona 'Robin' on a recording bridge, all times on a fake clock."""
+    settings: dict[str, Any] = dict(
+        channels=["general"],
+        debounce=4,
+        reading_delay=1,
+        reading_speed=1000,
+        typing_speed=10,
+        typing_refresh=8,
+        message_pause=2,
+        sleep_hours=None,
+        away_per_day=0,
+        starts_per_day=0,
+        min_interval=0,
+    )
+    settings.update(behaviour)
+    persona = PersonaManifest(
+        name="Robin",
+        format=fmt,
+        card=PersonaCard(description="Robin likes puns."),  # type: ignore[arg-type]
+        behaviour=BehaviourSettings(**settings),
+    )
+    clock = clock or FakeClock(start)
+    store = Store(tmp_path / "state.db")
+    completer = ScriptedCompleter(list(script) if not callable(script) else script)
+    engine = PersonaEngine(persona, completer, store, clock, clock, random.Random(7))
+    bridge = RecordingBridge(_NoOpts(), engine, persona="Robin", clock=clock)
+    engine.attach(bridge)
+    return World(engine, bridge, clock, completer, store)
+
+
+async def attempt_start(w: World) -> bool:
+    """Run one proactive-start attempt, letting fake time pass while it types."""
+    task = asyncio.ensure_future(w.engine.try_start())
+    await w.clock.advance(120)
+    return task.result()
+
+
+def scenario(fn: Callable[[], Awaitable[None]]) -> None:
+    """Run an async scenario."""
+    asyncio.run(fn())
+
+
+def test_session_gap_starts_a_new_conversation(tmp_path: Path) -> None:
+    """After >= session_gap of silence the prompt starts at INIT; older lines drop out."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, ["bob: ok", "Bob: sure"])
+        await w.engine.start()
+        await w.bridge.say(ALEX, "old topic")
+        await w.clock.advance(10)
+        await w.clock.advance(3 * 3600)
+        await w.bridge.say(BOB, "new topic")
+        await w.clock.advance(10)
+        first, second = (c.prompt for c in w.completer.calls)
+        assert first == "Alex: INIT;\nAlex: old topic\n"
+        assert second == "Bob: INIT;\nBob: new topic\n"
+        notices = [a for a in w.bridge.of("notice")]
+        assert len(notices) == 2
+
+    scenario(run)
+
+
+def test_burst_of_messages_gets_one_answer(tmp_path: Path) -> None:
+    """Three messages a second apart are debounced into one completion."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, ["Robin: three things at once!"])
+        await w.engine.start()
+        for text in ("one", "two", "three"):
+            await w.bridge.say(ALEX, text)
+            await w.clock.advance(1)
+        await w.clock.advance(60)
+        assert len(w.completer.calls) == 1
+        assert w.completer.calls[0].prompt.endswith("Alex: one\nAlex: two\nAlex: three\n")
+        assert w.bridge.sent() == ["three things at once!"]
+
+    scenario(run)
+
+
+def test_speaks_only_when_predicted_or_addressed(tmp_path: Path) -> None:
+    """Transcript format: silent if the model predicts someone else, forced when mentioned."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, ["Bob: lol", " sure, Alex!"])
+        await w.engine.start()
+        await w.bridge.say(ALEX, "anyone?")
+        await w.clock.advance(30)
+        assert w.bridge.sent() == []
+        me = w.bridge.me
+        assert me is not None
+        await w.bridge.say(ALEX, "what do you think?", mentions=[me])
+        await w.clock.advance(30)
+        assert w.completer.calls[1].prompt.endswith("Alex: what do you think?\nRobin:")
+        assert w.bridge.sent() == ["sure, Alex!"]
+
+    scenario(run)
+
+
+def test_replies_and_name_mentions_address_the_persona(tmp_path: Path) -> None:
+    """A reply to the persona, or its name in the text, forces its turn."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, [" a", " b"])
+        await w.engine.start()
+        await w.bridge.say(ALEX, "hey robin, you there?")
+        await w.clock.advance(30)
+        await w.bridge.say(ALEX, "and?", reply_to="m1", reply_to_author=w.bridge.me)
+        await w.clock.advance(30)
+        assert all(c.prompt.endswith("Robin:") for c in w.completer.calls)
+        assert w.bridge.sent() == ["a", "b"]
+
+    scenario(run)
+
+
+def test_chat_format_talkativeness(tmp_path: Path) -> None:
+    """In chat format, unaddressed messages are answered at the talkativeness rate only."""
+
+    async def run() -> None:
+        quiet = make_world(tmp_path / "q", ["hi!"], fmt="chat", talkativeness=0.0)
+        await quiet.engine.start()
+        await quiet.bridge.say(ALEX, "nice weather")
+        await quiet.clock.advance(30)
+        assert quiet.completer.calls == []
+        await quiet.bridge.say(ALEX, "right, Robin?")
+        await quiet.clock.advance(30)
+        assert quiet.bridge.sent() == ["hi!"]
+        call = quiet.completer.calls[0]
+        assert call.kind == "chat" and "Robin likes puns." in call.messages[0]["content"]
+        chatty = make_world(tmp_path / "c", ["sure is"], fmt="chat", talkativeness=1.0)
+        await chatty.engine.start()
+        await chatty.bridge.say(ALEX, "nice weather")
+        await chatty.clock.advance(30)
+        assert chatty.bridge.sent() == ["sure is"]
+
+    (tmp_path / "q").mkdir()
+    (tmp_path / "c").mkdir()
+    scenario(run)
+
+
+def test_human_timing(tmp_path: Path) -> None:
+    """Reading delay, a refreshed typing indicator for the text's length, pauses between
+    several messages."""
+
+    async def run() -> None:
+        long = "x" * 200  # 20 s at 10 characters per second
+        w = make_world(tmp_path, [f"Robin: {long}\nRobin: short one"], reading_delay=3)
+        await w.engine.start()
+        t0 = w.clock.now()
+        await w.bridge.say(ALEX, "hi Robin")
+        await w.clock.advance(120)
+        typing = [a[3] for a in w.bridge.of("typing")]
+        sends = [(a[2], a[3]) for a in w.bridge.of("send")]
+        # Debounce 4 s, then reading: 3 s plus 8 characters at 1000 per second.
+        start = t0 + timedelta(seconds=4 + 3 + 8 / 1000)
+        assert typing[:3] == [start, start + timedelta(seconds=8), start + timedelta(seconds=16)]
+        assert sends[0] == (long, start + timedelta(seconds=20))
+        # A pause, then typing "short one" (0.9 s), then the second message.
+        assert sends[1][0] == "short one"
+        assert sends[1][1] == sends[0][1] + timedelta(seconds=2 + 0.9)
+
+    scenario(run)
+
+
+def test_reactions_replies_and_attachments(tmp_path: Path) -> None:
+    """Others' reactions and photos enter the history; the persona's REACT/REPLY act."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, [" REACT: 😂;\nRobin: REPLY: good one"])
+        await w.engine.start()
+        mid = await w.bridge.say(ALEX, "", attachments=[Attachment("photo", "a cat")])
+        await w.engine.on_reaction(
+            w.bridge, __import__("bridges").ReactionEvent("general", mid, BOB, "❤️", w.clock.now())
+        )
+        await w.bridge.say(ALEX, "Robin look", mentions=[])
+        await w.clock.advance(60)
+        prompt = w.completer.calls[0].prompt
+        assert "Alex: PHOTO: a cat;\nBob: REACT: ❤️;\nAlex: Robin look\nRobin:" in prompt
+        assert [a[2] for a in w.bridge.of("react")] == ["😂"]
+        assert [a[2] for a in w.bridge.of("reply")] == ["good one"]
+
+    scenario(run)
+
+
+def test_never_answers_itself(tmp_path: Path) -> None:
+    """The persona's own messages, echoed back by the platform, start no turn."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, ["Robin: echo?"])
+        await w.engine.start()
+        me = w.bridge.me
+        assert me is not None
+        await w.bridge.say(me, "I said this")
+        await w.clock.advance(60)
+        assert w.completer.calls == []
+
+    scenario(run)
+
+
+def test_bot_to_bot_budget(tmp_path: Path) -> None:
+    """Other bots are answered until the run of bot messages exceeds the budget."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, lambda call: " beep", bot_budget=3)
+        await w.engine.start()
+        for i in range(5):
+            await w.bridge.say(BOT, f"Robin, bot line {i}")
+            await w.clock.advance(60)
+        # bot, Robin, bot, Robin → the third bot message makes a run of 5 > 3.
+        assert len(w.bridge.sent()) == 2
+        await w.bridge.say(ALEX, "Robin, a human speaks")
+        await w.clock.advance(60)
+        assert len(w.bridge.sent()) == 3
+
+    scenario(run)
+
+
+def test_rate_limit_per_channel(tmp_path: Path) -> None:
+    """No more than max_per_minute messages per channel; min_interval between them."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            ["Robin: a\nRobin: b\nRobin: c"],
+            max_per_minute=2,
+            min_interval=5,
+            message_pause=0,
+            typing_speed=1000,
+        )
+        await w.engine.start()
+        await w.bridge.say(ALEX, "Robin?")
+        await w.clock.advance(120)
+        sends = w.bridge.of("send")
+        assert [a[2] for a in sends] == ["a", "b"]
+        assert sends[1][3] - sends[0][3] >= timedelta(seconds=5)
+
+    scenario(run)
+
+
+def test_only_configured_channels(tmp_path: Path) -> None:
+    """Messages elsewhere are remembered but never answered."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, ["Robin: hi"])
+        await w.engine.start()
+        await w.bridge.say(ALEX, "Robin?", channel="random")
+        await w.clock.advance(60)
+        assert w.completer.calls == []
+        assert len(w.store.recent("Robin", "fake", "random", 10)) == 1
+
+    scenario(run)
+
+
+def test_proactive_start(tmp_path: Path) -> None:
+    """A quiet channel gets an opener (INIT first); never two unanswered; at most N a day."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: " anyone around?",
+            starts_per_day=0,
+            quiet_before_start=3600,
+            max_starts_per_day=2,
+            active_hours=(9, 23),
+        )
+        await w.engine.start()
+        await w.bridge.say(ALEX, "bye all")
+        await w.clock.advance(30)
+        sent_before = len(w.bridge.sent())
+        await w.clock.advance(2 * 3600)
+        assert await attempt_start(w)
+        assert w.bridge.sent()[sent_before:] == ["anyone around?"]
+        assert w.completer.calls[-1].priority == "background"
+        lines = w.engine.lines(w.engine.session("fake", "general"))
+        assert lines[0].command == "INIT" and lines[0].speaker == "Robin"
+        await w.clock.advance(2 * 3600)
+        assert not await attempt_start(w)  # the opener is still unanswered
+        await w.bridge.say(ALEX, "me!")
+        await w.clock.advance(3 * 3600)
+        assert await attempt_start(w)
+        await w.bridge.say(ALEX, "again")
+        await w.clock.advance(3 * 3600)
+        assert not await attempt_start(w)  # two today already
+
+    scenario(run)
+
+
+def test_proactive_start_is_a_scheduled_job(tmp_path: Path) -> None:
+    """With a start rate the engine plans the next attempt as a job and keeps the plan."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: " hello?",
+            starts_per_day=4,
+            quiet_before_start=60,
+            active_hours=(0, 24),
+        )
+        await w.engine.start()
+        await w.bridge.say(ALEX, "hi")
+        await w.clock.advance(10 * 60)
+        planned = w.store.get("Robin", "next_start")
+        assert planned is not None
+        await w.clock.advance_to(datetime.fromtimestamp(planned, UTC) + timedelta(seconds=30))
+        assert "hello?" in w.bridge.sent()
+
+    scenario(run)
+
+
+def test_no_starts_outside_active_hours_or_offline(tmp_path: Path) -> None:
+    """Outside active hours nothing is started."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: " hi",
+            start=MONDAY_NOON.replace(hour=5),
+            quiet_before_start=60,
+            active_hours=(9, 23),
+        )
+        await w.engine.start()
+        await w.bridge.say(ALEX, "hello")
+        await w.clock.advance(3600)
+        assert not await attempt_start(w)
+
+    scenario(run)
+
+
+def test_sleep_hours_offline_and_catch_up(tmp_path: Path) -> None:
+    """Asleep: offline and silent, messages kept; awake: one reply when addressed."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: " morning!",
+            sleep_hours=(1, 8),
+            start=MONDAY_NOON.replace(hour=0, minute=30),
+        )
+        await w.engine.start()
+        await w.clock.advance(3600)  # 01:30
+        assert w.bridge.of("presence")[-1][2] == "offline"
+        await w.bridge.say(ALEX, "Robin, you awake?")
+        await w.clock.advance(3600)
+        assert w.bridge.sent() == [] and w.completer.calls == []
+        await w.clock.advance_to(MONDAY_NOON.replace(hour=8, minute=1))
+        assert w.bridge.of("presence")[-1][2] == "online"
+        assert w.bridge.sent() == ["morning!"]
+
+    scenario(run)
+
+
+def test_catch_up_skips_a_moment_that_passed(tmp_path: Path) -> None:
+    """Back online, an old unaddressed backlog gets no answer."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: " hm",
+            sleep_hours=(1, 8),
+            session_gap=3600,
+            start=MONDAY_NOON.replace(hour=0, minute=30),
+        )
+        await w.engine.start()
+        await w.clock.advance(3600)
+        await w.bridge.say(ALEX, "late night thoughts")
+        await w.clock.advance_to(MONDAY_NOON.replace(hour=8, minute=5))
+        assert w.bridge.sent() == []
+
+    scenario(run)
+
+
+def test_catch_up_joins_a_conversation_still_going(tmp_path: Path) -> None:
+    """Back online, a backlog from moments ago gets one reply even when not addressed."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: "Robin: what did I miss",
+            sleep_hours=(1, 8),
+            start=MONDAY_NOON.replace(hour=0, minute=30),
+        )
+        await w.engine.start()
+        await w.clock.advance(3600)
+        await w.clock.advance_to(MONDAY_NOON.replace(hour=7, minute=50))
+        await w.bridge.say(ALEX, "coffee anyone")
+        await w.bridge.say(BOB, "yes please")
+        await w.clock.advance_to(MONDAY_NOON.replace(hour=8, minute=5))
+        assert w.bridge.sent() == ["what did I miss"]
+
+    scenario(run)
+
+
+def test_random_away_period(tmp_path: Path) -> None:
+    """A planned away period shows offline and silences the persona until it ends."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, lambda call: " back", away_per_day=24, away_minutes=(30, 30))
+        await w.engine.start()
+        start, end = (datetime.fromtimestamp(t, UTC) for t in w.store.get("Robin", "away"))
+        assert end - start == timedelta(minutes=30)
+        await w.clock.advance_to(start + timedelta(minutes=1))
+        assert w.bridge.of("presence")[-1][2] == "offline"
+        await w.bridge.say(ALEX, "Robin?")
+        await w.clock.advance(60)
+        assert w.bridge.sent() == []
+        await w.clock.advance_to(end + timedelta(seconds=30))
+        assert w.bridge.of("presence")[-1][2] == "online"
+        assert w.bridge.sent() == ["back"]
+
+    scenario(run)
+
+
+def test_restart_in_the_middle_of_an_offline_period(tmp_path: Path) -> None:
+    """A new engine on the same database stays offline and returns at the planned time."""
+
+    async def run() -> None:
+        clock = FakeClock(MONDAY_NOON)
+        first = make_world(
+            tmp_path,
+            lambda call: " back",
+            away_per_day=24,
+            away_minutes=(60, 60),
+            starts_per_day=1,
+            clock=clock,
+        )
+        await first.engine.start()
+        away = first.store.get("Robin", "away")
+        planned_start = first.store.get("Robin", "next_start")
+        start, end = (datetime.fromtimestamp(t, UTC) for t in away)
+        await clock.advance_to(start + timedelta(minutes=10))
+        assert not first.engine.online
+        await first.engine.stop()
+        first.store.close()
+
+        # A new process: same database, new engine, new bridge.
+        second = make_world(
+            tmp_path,
+            lambda call: " back again",
+            away_per_day=24,
+            away_minutes=(60, 60),
+            starts_per_day=1,
+            clock=clock,
+        )
+        await second.engine.start()
+        assert second.store.get("Robin", "away") == away
+        assert second.store.get("Robin", "next_start") == planned_start
+        assert not second.engine.online
+        await second.bridge.say(ALEX, "Robin, still there?")
+        await clock.advance(60)
+        assert second.bridge.sent() == []
+        await clock.advance_to(end + timedelta(seconds=30))
+        assert second.engine.online
+        assert second.bridge.sent() == ["back again"]
+
+    scenario(run)
+
+
+def test_retention_and_forget(tmp_path: Path) -> None:
+    """Messages older than history_days are purged; forget_user removes one person."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, lambda call: "Bob: x", history_days=1)
+        await w.engine.start()
+        await w.bridge.say(ALEX, "old")
+        await w.clock.advance(2 * 86400)
+        await w.bridge.say(ALEX, "new")
+        await w.bridge.say(BOB, "bob's")
+        await w.clock.advance(7 * 3600)  # the retention job runs every 6 hours
+        texts = [m.text for m in w.store.recent("Robin", "fake", "general", 10)]
+        assert texts == ["new", "bob's"]
+        assert w.store.forget_user("u-bob") == 1
+        assert [m.text for m in w.store.recent("Robin", "fake", "general", 10)] == ["new"]
+
+    scenario(run)
