@@ -12,6 +12,7 @@ import itertools
 import re
 import sys
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import ClassVar, TextIO
 
@@ -55,7 +56,7 @@ class ConsoleBridge(Bridge):
     ) -> None:
         super().__init__(options, host, persona=persona)
         self.opts = ConsoleOptions.model_validate(options.model_dump())
-        self._in = stdin or sys.stdin
+        self._in: Iterable[str] = stdin if stdin is not None else sys.stdin
         self._out = stdout or sys.stdout
         self._ids = itertools.count(1)
         self._texts: dict[str, str] = {}
@@ -80,9 +81,12 @@ class ConsoleBridge(Bridge):
 
         def read() -> None:
             # A daemon thread: a blocked readline must not keep the process alive at exit.
-            for line in self._in:
-                loop.call_soon_threadsafe(lines.put_nowait, line)
-            loop.call_soon_threadsafe(lines.put_nowait, None)
+            try:
+                for line in self._in:
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+                loop.call_soon_threadsafe(lines.put_nowait, None)
+            except RuntimeError:
+                pass  # the event loop has closed: nobody is listening any more
 
         threading.Thread(target=read, daemon=True, name="console-input").start()
         self._reader = asyncio.create_task(self._consume(lines))

@@ -19,7 +19,7 @@ def _quickstart_commands() -> list[str]:
 def test_quickstart_has_exactly_two_commands() -> None:
     """One command runs the main job on the demo model, one runs the tests."""
     main_job, tests = _quickstart_commands()
-    assert main_job.endswith("personad chat --embedded") and "[demo]" in main_job
+    assert main_job.endswith("personad run") and "[demo]" in main_job
     assert tests.endswith("python -m pytest")
 
 

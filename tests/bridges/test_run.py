@@ -1,0 +1,97 @@
+"""End to end: `personad run` with the console bridge, driven in a pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+
+from tests.conftest import free_port
+
+
+def _config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "personad.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n'
+        f"[server]\nport = {free_port()}\n"
+        f'[models]\ndir = "{tmp_path / "models"}"\n'
+        f'[run]\npersonas_dir = "{tmp_path / "personas"}"\nseed = 1\n'
+    )
+    return cfg
+
+
+def test_console_conversation_with_a_gap(tmp_path: Path) -> None:
+    """A message gets a reply from the real model; after /wait 3h a new conversation starts."""
+    cfg = _config(tmp_path)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "daemon", "run", "--config", str(cfg)],
+        encoding="utf-8",
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        child.expect("chatting with Robin")
+        child.sendline("hi Robin, how was your hike?")
+        child.expect("a new conversation begins")
+        child.expect("Robin is typing")
+        child.expect(r"Robin: (\S.*)\r\n")
+        first = child.match.group(1)
+        assert first.strip()
+        child.sendline("/wait 3h")
+        child.expect(r"\(3h pass\)")
+        child.sendline("Robin, are you still there?")
+        child.expect("a new conversation begins")
+        child.expect(r"Robin: (\S.*)\r\n")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    db = sqlite3.connect(tmp_path / "data" / "personad.db")
+    rows = db.execute("SELECT author_name, text FROM messages ORDER BY ts").fetchall()
+    db.close()
+    assert [r[0] for r in rows] == ["Alex", "Robin", "Alex", "Robin"]
+    assert (tmp_path / "data" / "personad.log").read_text().count("session_started") == 2
+
+
+def test_forget_deletes_one_persons_messages(tmp_path: Path) -> None:
+    """personad forget --user ID removes that person's rows and nothing else."""
+    from bridges import Store, StoredMessage
+    from bridges.testing import FakeClock
+
+    cfg = _config(tmp_path)
+    store = Store(tmp_path / "data" / "personad.db")
+    now = FakeClock().now()
+    for author in ("u1", "u2", "u1"):
+        store.add(
+            "Robin",
+            StoredMessage(
+                "fake",
+                "c",
+                f"{author}-{len(store.since('Robin', now.replace(year=2000)))}",
+                author,
+                author,
+                False,
+                False,
+                "message",
+                "hi",
+                now,
+            ),
+        )
+    store.close()
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon", "forget", "--user", "u1", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "forgot 2" in proc.stdout
+    store = Store(tmp_path / "data" / "personad.db")
+    assert [m.author_id for m in store.recent("Robin", "fake", "c", 10)] == ["u2"]
+    store.close()
