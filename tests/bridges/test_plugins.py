@@ -66,7 +66,7 @@ def test_only_enabled_bridges_are_imported(broken_plugin: str) -> None:
 
 def test_unknown_bridge_and_bad_options() -> None:
     """An unknown name lists the installed ones; a bad option names the field."""
-    with pytest.raises(UnknownBridge, match="installed: .*console"):
+    with pytest.raises(UnknownBridge, match=r"installed: .*console"):
         load_bridge_class("telegraph")
     with pytest.raises(BridgeOptionsError, match="colour"):
         build_bridge("console", {"colour": "red"}, FakeHost(), persona="Robin")
