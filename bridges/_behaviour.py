@@ -22,7 +22,15 @@ from typing import Any
 
 import structlog
 
-from models import Action, Line, PersonaManifest, chat_messages, parse_output, render_transcript
+from models import (
+    Action,
+    Line,
+    PersonaManifest,
+    chat_messages,
+    parse_output,
+    prompt_lines,
+    render_transcript,
+)
 
 from ._api import Bridge, MessageEvent, PresenceEvent, ReactionEvent, User
 from ._completer import Completer, CompletionCall
@@ -33,8 +41,6 @@ from ._time import Clock, Scheduler
 __all__ = ["PersonaEngine"]
 
 log = structlog.get_logger("personad.behaviour")
-
-_KINDS = {"photo": "PHOTO", "video": "VIDEO", "file": "FILE"}
 
 
 @dataclass
@@ -223,26 +229,11 @@ class PersonaEngine:
         for i in range(1, len(history)):
             if history[i].ts - history[i - 1].ts >= self._gap:
                 start = i
-        return history[start:][-self.b.context_lines :]
+        return history[start:]
 
     def lines(self, session: Sequence[StoredMessage]) -> list[Line]:
-        """Transcript lines for a session; it always starts with an INIT line."""
-        out: list[Line] = []
-        if not session or session[0].kind != "init":
-            first = session[0].author_name if session else self.name
-            out.append(Line(first, command="INIT"))
-        for m in session:
-            if m.kind == "init":
-                out.append(Line(m.author_name, command="INIT"))
-            elif m.kind == "reply":
-                out.append(Line(m.author_name, command="REPLY", argument=m.text))
-            elif m.kind == "react":
-                out.append(Line(m.author_name, command="REACT", argument=m.text))
-            elif m.kind in _KINDS:
-                out.append(Line(m.author_name, command=_KINDS[m.kind], argument=m.text or None))
-            else:
-                out.append(Line(m.author_name, text=m.text))
-        return out
+        """Transcript lines for a session, cut as the training export cuts them."""
+        return prompt_lines([m.event() for m in session], self.b.context_lines)
 
     def _bot_run(self, session: Sequence[StoredMessage]) -> int:
         run = 0

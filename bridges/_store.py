@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from models import Event
+
 __all__ = ["Store", "StoredMessage"]
 
 _SCHEMA = """
@@ -62,6 +64,10 @@ class StoredMessage:
     reply_to: str | None = None
     addressed: bool = False
     opener: bool = False
+
+    def event(self) -> Event:
+        """The platform-neutral history entry the transcript is made of."""
+        return Event(self.author_name, self.kind, self.text, self.ts)
 
 
 class Store:

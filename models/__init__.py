@@ -15,11 +15,15 @@ from ._persona import (
 from ._transcript import (
     COMMANDS,
     Action,
+    Event,
     Line,
     chat_messages,
+    event_line,
     parse_line,
     parse_output,
+    prompt_lines,
     render_transcript,
+    split_sessions,
 )
 from .errors import CatalogError, DemoModelMissing, GGUFError, ManifestError, UnknownModel
 
@@ -32,6 +36,7 @@ __all__ = [
     "CatalogEntry",
     "CatalogError",
     "DemoModelMissing",
+    "Event",
     "GGUFError",
     "GGUFInfo",
     "Line",
@@ -46,13 +51,16 @@ __all__ = [
     "demo_manifest",
     "demo_model_path",
     "demo_persona",
+    "event_line",
     "load_manifest",
     "load_persona",
     "load_personas",
     "parse_line",
     "parse_output",
+    "prompt_lines",
     "read_gguf_info",
     "render_transcript",
     "scratch_path",
+    "split_sessions",
     "write_manifest",
 ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
@@ -30,11 +31,15 @@ import structlog
 __all__ = [
     "COMMANDS",
     "Action",
+    "Event",
     "Line",
     "chat_messages",
+    "event_line",
     "parse_line",
     "parse_output",
+    "prompt_lines",
     "render_transcript",
+    "split_sessions",
 ]
 
 log = structlog.get_logger("personad.transcript")
@@ -110,6 +115,63 @@ def chat_messages(
     transcript = render_transcript(lines).strip() or "(nobody has said anything yet)"
     user = f"The chat so far:\n{transcript}\n\nWrite {persona}'s next message."
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One history entry, from a live platform or a chat export alike.
+
+    ``kind`` is ``message``, ``reply``, ``react`` (text = the emoji), ``photo``, ``video``,
+    ``file`` (text = a description, may be empty) or ``init`` (a conversation opened).
+    """
+
+    author: str
+    kind: str
+    text: str
+    ts: datetime
+
+
+_EVENT_COMMANDS = {
+    "reply": "REPLY",
+    "react": "REACT",
+    "photo": "PHOTO",
+    "video": "VIDEO",
+    "file": "FILE",
+    "init": "INIT",
+}
+
+
+def event_line(event: Event) -> Line:
+    """The transcript line of one event."""
+    command = _EVENT_COMMANDS.get(event.kind)
+    if command is None:
+        return Line(event.author, text=event.text)
+    if command == "INIT":
+        return Line(event.author, command="INIT")
+    return Line(event.author, command=command, argument=event.text or None)
+
+
+def split_sessions(events: Sequence[Event], gap: timedelta) -> list[list[Event]]:
+    """Split a channel's events wherever a silence of at least ``gap`` falls."""
+    sessions: list[list[Event]] = []
+    for event in events:
+        if not sessions or event.ts - sessions[-1][-1].ts >= gap:
+            sessions.append([])
+        sessions[-1].append(event)
+    return sessions
+
+
+def prompt_lines(session: Sequence[Event], limit: int) -> list[Line]:
+    """The last ``limit`` events of a session as lines, always starting with an INIT line.
+
+    The runtime's prompts and the training examples are both cut this way, so a model is
+    trained on exactly the text it will see.
+    """
+    kept = list(session)[-limit:]
+    lines = [event_line(e) for e in kept]
+    if not kept or kept[0].kind != "init":
+        lines.insert(0, Line(kept[0].author if kept else "", command="INIT"))
+    return lines
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pexpect
 
-from tests.conftest import free_port
+from tests.conftest import Running, free_port
 
 
 def _config(tmp_path: Path) -> Path:
@@ -95,3 +95,22 @@ def test_forget_deletes_one_persons_messages(tmp_path: Path) -> None:
     store = Store(tmp_path / "data" / "personad.db")
     assert [m.author_id for m in store.recent("Robin", "fake", "c", 10)] == ["u2"]
     store.close()
+
+
+def test_run_against_another_server(tmp_path: Path, shared_daemon: Running) -> None:
+    """With run.daemon_url set, no daemon is started here: bridges use that server."""
+    cfg = _config(tmp_path)
+    cfg.write_text(cfg.read_text() + f'daemon_url = "{shared_daemon.url}"\n')
+    child = pexpect.spawn(
+        sys.executable, ["-m", "daemon", "run", "--config", str(cfg)], encoding="utf-8", timeout=120
+    )
+    try:
+        child.expect("chatting with Robin")
+        child.sendline("Robin, say something")
+        child.expect(r"Robin: \S")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    assert "Uvicorn running" not in (tmp_path / "data" / "personad.log").read_text()
