@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -280,37 +280,40 @@ class PersonaEngine:
             messages = chat_messages(
                 self.name, self.persona.card.description, lines, examples=self.persona.card.examples
             )
-            text = await self.completer(
-                CompletionCall(
-                    kind="chat",
-                    conversation=conversation,
-                    messages=messages,
-                    max_tokens=self.b.max_tokens,
-                    temperature=self.b.temperature,
-                )
-            )
-            log.debug("model_output", persona=self.name, text=text)
+            text = await self._ask("chat", conversation, messages=messages)
             if text is None:
                 return []
             return parse_output(text, self.name, fmt="chat", others=self._others(session))
         # transcript: the model predicts who speaks next; when addressed, the persona does.
         prompt = render_transcript(lines) + (f"{self.name}:" if addressed else "")
-        text = await self.completer(
-            CompletionCall(
-                kind="text",
-                conversation=conversation,
-                prompt=prompt,
-                max_tokens=self.b.max_tokens,
-                temperature=self.b.temperature,
-            )
-        )
-        log.debug("model_output", persona=self.name, text=text)
+        text = await self._ask("text", conversation, prompt=prompt)
         if text is None:
             return []
         if addressed and not _same_speaker(text, self.name):
             # The prompt ended with "Name:"; the completion is the rest of that line.
             text = f"{self.name}: {text.lstrip()}"
         return parse_output(text, self.name, fmt="transcript")
+
+    async def _ask(
+        self,
+        kind: Literal["chat", "text"],
+        conversation: str,
+        *,
+        priority: Literal["interactive", "background"] = "interactive",
+        **fields: Any,
+    ) -> str | None:
+        text = await self.completer(
+            CompletionCall(
+                kind=kind,
+                conversation=conversation,
+                max_tokens=self.b.max_tokens,
+                temperature=self.b.temperature,
+                priority=priority,
+                **fields,
+            )
+        )
+        log.debug("model_output", persona=self.name, text=text)
+        return text
 
     async def _perform(
         self,
@@ -553,29 +556,11 @@ class PersonaEngine:
                 f"The chat has been quiet for a while. Write {self.name}'s message that starts "
                 "a new conversation."
             )
-            text = await self.completer(
-                CompletionCall(
-                    kind="chat",
-                    conversation=conversation,
-                    messages=messages,
-                    max_tokens=self.b.max_tokens,
-                    temperature=self.b.temperature,
-                    priority="background",
-                )
-            )
+            text = await self._ask("chat", conversation, messages=messages, priority="background")
             actions = parse_output(text or "", self.name, fmt="chat")
         else:
             prompt = render_transcript([Line(self.name, command="INIT")]) + f"{self.name}:"
-            text = await self.completer(
-                CompletionCall(
-                    kind="text",
-                    conversation=conversation,
-                    prompt=prompt,
-                    max_tokens=self.b.max_tokens,
-                    temperature=self.b.temperature,
-                    priority="background",
-                )
-            )
+            text = await self._ask("text", conversation, prompt=prompt, priority="background")
             opener = text or ""
             if not _same_speaker(opener, self.name):
                 opener = f"{self.name}: {opener.lstrip()}"

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._atomic import atomic_path
 from .errors import ManifestError
 
-__all__ = ["ModelManifest", "SamplingDefaults", "load_manifest", "write_manifest"]
+__all__ = [
+    "ModelManifest",
+    "SamplingDefaults",
+    "load_manifest",
+    "read_toml_model",
+    "write_manifest",
+]
 
 
 class SamplingDefaults(BaseModel):
@@ -60,21 +66,28 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
     return p if p.is_absolute() else (base / p)
 
 
-def load_manifest(path: Path) -> ModelManifest:
-    """Read and validate one manifest; paths in it are resolved against its directory."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_toml_model(path: Path, model: type[M], defaults: dict[str, Any] | None = None) -> M:
+    """Read a TOML file into ``model``; errors name the file and the field."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ManifestError(path, f"cannot be read ({exc.strerror})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(path, f"invalid TOML: {exc}") from exc
-    data.setdefault("name", path.stem)
     try:
-        manifest = ModelManifest.model_validate(data)
+        return model.model_validate({**(defaults or {}), **data})
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ManifestError(path, f"field {where}: {err['msg']}") from exc
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    """Read and validate one manifest; paths in it are resolved against its directory."""
+    manifest = read_toml_model(path, ModelManifest, {"name": path.stem})
     base = path.parent
     return manifest.model_copy(
         update={

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -11,11 +10,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from ._manifest import read_toml_model
 from .errors import ManifestError, UnknownModel
 
 __all__ = [
@@ -115,19 +114,7 @@ class PersonaManifest(BaseModel):
 
 def load_persona(path: Path) -> PersonaManifest:
     """Read and validate a persona manifest; errors name the file and the field."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ManifestError(path, f"cannot be read ({exc.strerror})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(path, f"invalid TOML: {exc}") from exc
-    try:
-        persona = PersonaManifest.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ManifestError(path, f"field {where}: {err['msg']}") from exc
-    return persona.model_copy(update={"source": path})
+    return read_toml_model(path, PersonaManifest).model_copy(update={"source": path})
 
 
 def demo_persona() -> PersonaManifest:
