@@ -20,7 +20,14 @@ from ._completer import Completer, CompletionCall, DaemonCompleter
 from ._registry import GROUP, build_bridge, installed_bridges, load_bridge_class
 from ._store import Store, StoredMessage
 from ._time import APScheduler, Clock, Scheduler, SystemClock
-from .errors import BridgeError, BridgeLoadError, BridgeOptionsError, NotSupported, UnknownBridge
+from .errors import (
+    BridgeError,
+    BridgeLoadError,
+    BridgeOptionsError,
+    BridgeStartError,
+    NotSupported,
+    UnknownBridge,
+)
 
 __all__ = [
     "GROUP",
@@ -31,6 +38,7 @@ __all__ = [
     "BridgeHost",
     "BridgeLoadError",
     "BridgeOptionsError",
+    "BridgeStartError",
     "Clock",
     "Completer",
     "CompletionCall",

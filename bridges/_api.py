@@ -96,6 +96,8 @@ class MessageEvent:
     reply_to: str | None = None
     reply_to_author: User | None = None
     attachments: Sequence[Attachment] = ()
+    # An edit of a message reported before: the engine updates its history, nothing more.
+    edited: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,9 @@ class BridgeHost(Protocol):
 
     async def on_presence(self, bridge: Bridge, event: PresenceEvent) -> None:
         """Someone's presence changed."""
+
+    async def on_delete(self, bridge: Bridge, channel: str, message_id: str) -> None:
+        """A message was deleted: it leaves the persona's memory too."""
 
 
 class NoOptions(BaseModel):

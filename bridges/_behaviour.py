@@ -130,13 +130,18 @@ class PersonaEngine:
         """Remember the message and, when it calls for an answer, plan a turn."""
         is_self = self._is_me(bridge, event.author)
         addressed = not is_self and self._addressed(bridge, event)
+        # A message seen before (an edit, or a replay after a reconnect) updates the history
+        # but never starts a second turn.
+        replay = event.edited or self.store.has(
+            self.name, bridge.name, event.channel, event.message_id
+        )
         if event.channel_name:
             names = self.store.get(self.name, "channel_names", {})
             if names.get(event.channel) != event.channel_name:
                 names[event.channel] = event.channel_name
                 self.store.put(self.name, "channel_names", names)
         last = self.store.recent(self.name, bridge.name, event.channel, 1)
-        if not is_self and (not last or event.timestamp - last[-1].ts >= self._gap):
+        if not is_self and not replay and (not last or event.timestamp - last[-1].ts >= self._gap):
             await bridge.notice(event.channel, "a new conversation begins")
             log.info("session_started", persona=self.name, channel=event.channel)
         message = StoredMessage(
@@ -166,7 +171,7 @@ class PersonaEngine:
                     reply_to=None,
                 ),
             )
-        if is_self or not self.allowed(event.channel, event.channel_name):
+        if is_self or replay or not self.allowed(event.channel, event.channel_name):
             return
         if not self.online:
             log.info("message_while_offline", persona=self.name, addressed=addressed)
@@ -196,6 +201,10 @@ class PersonaEngine:
     async def on_presence(self, bridge: Bridge, event: PresenceEvent) -> None:
         """Others' presence is not used yet; logged for debugging."""
         log.debug("presence_seen", user=event.user.name, status=event.status)
+
+    async def on_delete(self, bridge: Bridge, channel: str, message_id: str) -> None:
+        """A deleted message leaves the history."""
+        self.store.delete(self.name, bridge.name, channel, message_id)
 
     # -- turns -------------------------------------------------------------------------
 

@@ -151,6 +151,23 @@ class Store:
         )
         return [(str(r[0]), str(r[1])) for r in rows]
 
+    def delete(self, persona: str, bridge: str, channel: str, message_id: str) -> int:
+        """Forget one message (deleted on its platform) and its attachment lines."""
+        cur = self._db.execute(
+            "DELETE FROM messages WHERE persona=? AND bridge=? AND channel=? "
+            "AND (message_id=? OR message_id LIKE ?) AND kind != 'react'",
+            (persona, bridge, channel, message_id, f"{message_id}#%"),
+        )
+        return cur.rowcount
+
+    def has(self, persona: str, bridge: str, channel: str, message_id: str) -> bool:
+        """Whether a message is already remembered (a replay after a reconnect)."""
+        row = self._db.execute(
+            "SELECT 1 FROM messages WHERE persona=? AND bridge=? AND channel=? AND message_id=?",
+            (persona, bridge, channel, message_id),
+        ).fetchone()
+        return row is not None
+
     def purge(self, before: datetime) -> int:
         """Forget everything older than ``before`` (retention); return how many rows."""
         cur = self._db.execute("DELETE FROM messages WHERE ts<?", (before.timestamp(),))

@@ -9,7 +9,14 @@ BridgeError
 
 from __future__ import annotations
 
-__all__ = ["BridgeError", "BridgeLoadError", "BridgeOptionsError", "NotSupported", "UnknownBridge"]
+__all__ = [
+    "BridgeError",
+    "BridgeLoadError",
+    "BridgeOptionsError",
+    "BridgeStartError",
+    "NotSupported",
+    "UnknownBridge",
+]
 
 
 class BridgeError(Exception):
@@ -41,6 +48,15 @@ class BridgeOptionsError(BridgeError, ValueError):
     def __init__(self, name: str, problem: str) -> None:
         self.bridge = name
         super().__init__(f"options of bridge {name!r}: {problem}")
+
+
+class BridgeStartError(BridgeError, ConnectionError):
+    """A bridge could not connect to its platform."""
+
+    def __init__(self, name: str, persona: str, problem: str) -> None:
+        self.bridge = name
+        self.persona = persona
+        super().__init__(f"bridge {name!r} for persona {persona!r}: {problem}")
 
 
 class NotSupported(BridgeError, NotImplementedError):

@@ -247,6 +247,7 @@ class FakeHost:
         self.messages: list[MessageEvent] = []
         self.reactions: list[ReactionEvent] = []
         self.presences: list[PresenceEvent] = []
+        self.deleted: list[tuple[str, str]] = []
         self.received = asyncio.Event()
 
     async def on_message(self, bridge: Bridge, event: MessageEvent) -> None:
@@ -258,6 +259,9 @@ class FakeHost:
 
     async def on_presence(self, bridge: Bridge, event: PresenceEvent) -> None:
         self.presences.append(event)
+
+    async def on_delete(self, bridge: Bridge, channel: str, message_id: str) -> None:
+        self.deleted.append((channel, message_id))
 
 
 _CAPABILITIES = {

@@ -152,9 +152,21 @@ class Settings(BaseSettings):
         return value.expanduser()
 
     def secret_values(self) -> list[str]:
-        """Every secret's plain value, for the log redactor."""
+        """Every secret's plain value, for the log redactor (bridge tokens included)."""
         key = self.server.api_key
-        return [key.get_secret_value()] if key is not None else []
+        found = [key.get_secret_value()] if key is not None else []
+
+        def walk(value: Any, secret: bool) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, secret or "token" in str(k).lower())
+            elif isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif secret and isinstance(value, str):
+                found.append(value)
+
+        walk(self.bridges, False)
+        return found
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -247,6 +259,23 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
     return field, f"{msg}; fix it in the file or in {env}"
 
 
+def _refuse_plain_tokens(path: Path, data: Mapping[str, Any]) -> None:
+    """A bot token in a config file is readable by anyone who can read the file."""
+    for name, table in (data.get("bridges") or {}).items():
+        if not isinstance(table, Mapping) or table.get("allow_plain_token"):
+            continue
+        for key in ("token", "tokens"):
+            if key in table:
+                raise ConfigError(
+                    path,
+                    "a bot token is written in the config file; put it in a credential file "
+                    f"(bridges__{name}__{key}, systemd LoadCredential=) or "
+                    f"PERSONAD_BRIDGES__{name.upper()}__{key.upper()}, or set "
+                    "allow_plain_token = true if you really want it here",
+                    field=f"bridges.{name}.{key}",
+                )
+
+
 def load_settings(
     config: Path | None = None,
     *,
@@ -281,6 +310,7 @@ def load_settings(
                 _TomlSource(settings_cls, toml_data),
             )
 
+    _refuse_plain_tokens(path, toml_data)
     source = path if toml_data else "(environment)"
     try:
         return _Loaded(**dict(overrides or {}))
