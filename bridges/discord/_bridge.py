@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any, ClassVar
 
 import discord
@@ -18,6 +18,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .._api import Bridge, BridgeHost, PresenceStatus, ReactionEvent, User
+from .._time import SystemClock
 from ..errors import BridgeStartError
 from ._translate import outgoing_mentions, to_event, user_of
 
@@ -87,7 +88,7 @@ class DiscordBridge(Bridge):
         self._ready = asyncio.Event()
         self._connected_before = False
         self._last_seen: dict[int, int] = {}
-        self._sent_at: dict[int, float] = {}
+        self._sent_at: dict[int, datetime] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._register()
 
@@ -247,11 +248,14 @@ class DiscordBridge(Bridge):
     async def _paced(self, channel_id: int) -> None:
         # discord.py waits out HTTP 429s itself; this keeps the persona from ever bursting.
         lock = self._locks.setdefault(channel_id, asyncio.Lock())
+        clock = self.clock or SystemClock()
         async with lock:
-            wait = self._sent_at.get(channel_id, 0.0) + self.opts.pace_seconds - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._sent_at[channel_id] = time.monotonic()
+            last = self._sent_at.get(channel_id)
+            if last is not None:
+                wait = self.opts.pace_seconds - (clock.now() - last).total_seconds()
+                if wait > 0:
+                    await clock.sleep(wait)
+            self._sent_at[channel_id] = clock.now()
 
     def _members(self, channel: Any) -> dict[str, int]:
         members: dict[str, int] = {}

@@ -520,3 +520,25 @@ def test_retention_and_forget(tmp_path: Path) -> None:
         assert [m.text for m in w.store.recent("Robin", "fake", "general", 10)] == ["new"]
 
     scenario(run)
+
+
+def test_edits_and_deletions_update_the_history(tmp_path: Path) -> None:
+    """An edited message replaces its text without a new turn; a deleted one is forgotten."""
+    from bridges import MessageEvent
+
+    async def run() -> None:
+        w = make_world(tmp_path, lambda call: "Bob: ok")
+        await w.engine.start()
+        mid = await w.bridge.say(ALEX, "tpyo")
+        await w.clock.advance(30)
+        calls = len(w.completer.calls)
+        await w.engine.on_message(
+            w.bridge, MessageEvent("general", mid, ALEX, "typo", w.clock.now(), edited=True)
+        )
+        await w.clock.advance(30)
+        assert len(w.completer.calls) == calls
+        assert [m.text for m in w.store.recent("Robin", "fake", "general", 5)] == ["typo"]
+        await w.engine.on_delete(w.bridge, "general", mid)
+        assert w.store.recent("Robin", "fake", "general", 5) == []
+
+    scenario(run)

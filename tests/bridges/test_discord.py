@@ -513,3 +513,24 @@ class TestDiscordContract(BridgeContract):
         while not dpytest.sent_queue.empty():
             out.append(dpytest.sent_queue.get_nowait().content)
         return out
+
+
+def test_sends_are_paced_per_channel() -> None:
+    """Two sends in one channel are at least pace_seconds apart on the persona's clock."""
+
+    async def scenario() -> None:
+        bridge, _host, cfg = await _configured()
+        bridge.opts.pace_seconds = 3
+        clock = FakeClock()
+        bridge.clock = clock
+        general = str(cfg.channels[0].id)
+        await dpytest.empty_queue()
+        await bridge.send(general, "one")
+        second = asyncio.ensure_future(bridge.send(general, "two"))
+        await clock.advance(2.9)
+        assert not second.done()
+        await clock.advance(0.2)
+        await second
+        assert [m.content for m in (dpytest.get_message(), dpytest.get_message())] == ["one", "two"]
+
+    run(scenario)
