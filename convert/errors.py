@@ -25,6 +25,7 @@ __all__ = [
     "ConvertError",
     "ConverterFailed",
     "DoraNotExportable",
+    "ExportFormatError",
     "IncompatibleBase",
     "InputError",
     "MissingExtra",
@@ -59,6 +60,14 @@ class PickleRefused(InputError):
             "adapter weights are a pickle (.bin), and loading a pickle runs arbitrary code",
             "re-save the adapter with safetensors, or pass --allow-pickle if you trust it",
         )
+
+
+class ExportFormatError(InputError):
+    """A chat export that is not a known format, or is malformed at some point."""
+
+    def __init__(self, path: Path, where: str, expected: str) -> None:
+        self.where = where
+        super().__init__(path, f"unexpected content at {where}", f"expected {expected}")
 
 
 class SplitGGUF(InputError):

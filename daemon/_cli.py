@@ -19,6 +19,7 @@ from rich.table import Table
 from bridges._cli import bridges_app, forget_cmd, run_cmd
 from bridges.errors import BridgeError
 from convert._cli import convert_app
+from convert.dataset._cli import dataset_app
 from convert.errors import ConvertError, InputError
 from models import Catalog, CatalogEntry, CatalogError
 
@@ -39,6 +40,7 @@ models_app = typer.Typer(help="The model catalogue.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(convert_app, name="convert")
 app.add_typer(bridges_app, name="bridges")
+app.add_typer(dataset_app, name="dataset")
 app.command("run")(run_cmd)
 app.command("forget")(forget_cmd)
 

@@ -109,12 +109,35 @@ class PersonaManifest(BaseModel):
     )
     card: PersonaCard
     behaviour: BehaviourSettings = Field(default_factory=BehaviourSettings)
+    profile: Path | None = Field(
+        None, description="A profile from `personad dataset build`; [behaviour] fills defaults."
+    )
     source: Path | None = Field(None, exclude=True, description="Manifest file it came from.")
 
 
 def load_persona(path: Path) -> PersonaManifest:
-    """Read and validate a persona manifest; errors name the file and the field."""
-    return read_toml_model(path, PersonaManifest).model_copy(update={"source": path})
+    """Read and validate a persona manifest; errors name the file and the field.
+
+    With ``profile = "profile.toml"``, the measured schedule, typing speed and start rate
+    become the behaviour's defaults; what the manifest sets itself still wins.
+    """
+    persona = read_toml_model(path, PersonaManifest)
+    if persona.profile is not None:
+        profile_path = (
+            persona.profile if persona.profile.is_absolute() else (path.parent / persona.profile)
+        )
+        measured = read_toml_model(profile_path, _Profile).behaviour
+        explicit = persona.behaviour.model_dump(exclude_unset=True)
+        merged = BehaviourSettings.model_validate({**measured, **explicit})
+        persona = persona.model_copy(update={"behaviour": merged, "profile": profile_path})
+    return persona.model_copy(update={"source": path})
+
+
+class _Profile(BaseModel):
+    """The parts of a profile file the runtime uses."""
+
+    behaviour: dict[str, object] = Field(default_factory=dict)
+    stats: dict[str, object] = Field(default_factory=dict)
 
 
 def demo_persona() -> PersonaManifest:
