@@ -20,7 +20,22 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-WORDS = ["pizza", "tonight", "maybe", "later", "lol", "sure", "where", "when", "coffee", "hike", "rain", "sun", "game", "cat"]
+WORDS = [
+    "pizza",
+    "tonight",
+    "maybe",
+    "later",
+    "lol",
+    "sure",
+    "where",
+    "when",
+    "coffee",
+    "hike",
+    "rain",
+    "sun",
+    "game",
+    "cat",
+]
 PEOPLE = [("1", "alice"), ("2", "sam"), ("3", "bob")]
 
 

@@ -193,10 +193,6 @@ def build_dataset(exports: list[Path], out: Path, opts: BuildOptions) -> BuildSu
     windows: dict[str, deque[Event]] = defaultdict(lambda: deque(maxlen=opts.context_lines))
     last_ts: dict[str, datetime] = {}
     profile = ProfileBuilder(opts.persona, tz, gap)
-    persona_name = cleaner.name(opts.persona, opts.persona, True)
-    instruction = (
-        f"You are {persona_name} in a group chat with friends. Write {persona_name}'s next message."
-    )
     with ExitStack() as stack:
         writers = _Writers(stack, out)
         for message in _merged(exports, tz):

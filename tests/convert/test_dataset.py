@@ -85,7 +85,7 @@ def test_profile_recovers_a_known_schedule(tmp_path: Path) -> None:
     start = datetime(2024, 1, 1, tzinfo=UTC)
     mid = 0
     for day in range(28):
-        for hour in list(range(9, 24)) + [0]:
+        for hour in [*range(9, 24), 0]:
             local = start + timedelta(days=day, hours=hour - 1)  # Berlin = UTC+1 in winter
             for minute in (5, 35):
                 t = local + timedelta(minutes=minute)
