@@ -424,3 +424,20 @@ def test_cli_prints_a_summary(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["examples"] == 3 and summary["messages"] == 9
     assert (tmp_path / "out" / "profile.toml").exists()
+
+
+def test_include_channels(tmp_path: Path) -> None:
+    """--include-channel keeps only the named channels; the rest is counted as dropped."""
+    general = dce_json(tmp_path / "general.json")
+    other = tmp_path / "random.csv"
+    other.write_text(
+        "AuthorID,Author,Date,Content,Attachments,Reactions\n"
+        '"1","alice","2024-03-01T10:00:00+00:00","hi","",""\n'
+        '"2","sam","2024-03-01T10:00:05+00:00","hey","",""\n'
+    )
+    out = tmp_path / "out"
+    summary = build_dataset(
+        [general, other], out, BuildOptions(persona="sam", include_channels=["random"])
+    )
+    assert _transcript(out) == [("alice: INIT;\nalice: hi\n", "sam: hey\n")]
+    assert summary.as_dict()["channels"]["general"]["dropped"] == {"channel not included": 9}
