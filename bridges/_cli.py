@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, TextIO
@@ -10,6 +11,8 @@ from typing import Annotated, Literal, TextIO
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from daemon._systemd import Notifier
 
 from ._registry import installed_bridges
 from ._store import Store
@@ -52,7 +55,13 @@ def run_cmd(config: Config = None) -> None:
     configure_logging(
         level=settings.log.level, fmt=fmt, secrets=settings.secret_values(), stream=stream
     )
-    raise typer.Exit(asyncio.run(run(settings)))
+    # systemd passes NOTIFY_SOCKET and WATCHDOG_USEC to the process it supervises.
+    notifier = Notifier.from_environ(os.environ)
+    try:
+        code = asyncio.run(run(settings, notifier))
+    finally:
+        notifier.close()
+    raise typer.Exit(code)
 
 
 def forget_cmd(

@@ -123,8 +123,8 @@ class _Api:
             "status": "ok",
             "loaded": manager.loaded,
             "loading": manager.loading,
-            "running": {n: s.queue.running is not None for n, s in manager._slots.items()},
-            "queued": {n: s.queue.depth() for n, s in manager._slots.items()},
+            "running": {s.name: s.queue.running is not None for s in manager.slots()},
+            "queued": {s.name: s.queue.depth() for s in manager.slots()},
         }
         if not self.daemon.service.accepting:
             body["status"] = "stopping"

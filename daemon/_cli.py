@@ -24,6 +24,7 @@ from convert.errors import ConvertError, InputError
 from models import Catalog, CatalogEntry, CatalogError
 
 from ._client import DEFAULT_URL, DaemonClient, DaemonClientError
+from ._ops import doctor_cmd, service_app
 from ._settings import Settings, load_settings
 from .errors import ConfigError, DaemonError, UnsafeBindError
 
@@ -41,6 +42,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(convert_app, name="convert")
 app.add_typer(bridges_app, name="bridges")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(service_app, name="service")
+app.command("doctor")(doctor_cmd)
 app.command("run")(run_cmd)
 app.command("forget")(forget_cmd)
 

@@ -95,6 +95,15 @@ class ModelManager:
         return list(self._slots)
 
     @property
+    def busy(self) -> bool:
+        """Whether any model has a request running or waiting."""
+        return any(slot.busy for slot in self._slots.values())
+
+    def slots(self) -> list[ModelSlot]:
+        """The resident models."""
+        return list(self._slots.values())
+
+    @property
     def loading(self) -> list[str]:
         """Names of models being loaded now."""
         return list(self._loading)

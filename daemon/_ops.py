@@ -1,0 +1,219 @@
+"""``personad service install`` and ``personad doctor``."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from models import Catalog, atomic_path
+
+from ._settings import Settings, load_settings
+from ._systemd import Scope, UnitSpec, render_unit, unit_path
+from .errors import ConfigError
+
+__all__ = ["doctor_cmd", "service_app"]
+
+service_app = typer.Typer(help="Run personad as a systemd service.", no_args_is_help=True)
+_out = Console()
+Config = Annotated[Path | None, typer.Option("--config", "-c", help="personad config file.")]
+
+
+def _exe() -> Path:
+    found = shutil.which("personad")
+    return Path(found or sys.argv[0]).resolve()
+
+
+@service_app.command("install")
+def install_cmd(
+    system: Annotated[bool, typer.Option("--system/--user", help="System or user unit.")] = False,
+    print_only: Annotated[bool, typer.Option("--print", help="Write the unit to stdout.")] = False,
+    credential: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATH for LoadCredential=, e.g. "
+            "bridges__discord__token=/etc/personad/discord-token (repeatable)."
+        ),
+    ] = None,
+    watchdog: Annotated[int, typer.Option(help="WatchdogSec= in seconds.")] = 60,
+    config: Config = None,
+) -> None:
+    """Write a systemd unit for `personad run` (Type=notify, watchdog, hardening)."""
+    scope: Scope = "system" if system else "user"
+    settings = load_settings(config)
+    creds = []
+    for item in credential or []:
+        name, sep, where = item.partition("=")
+        if not sep or not name or not where:
+            raise typer.BadParameter(f"{item!r}; write NAME=PATH", param_hint="--credential")
+        creds.append((name, Path(where)))
+    spec = UnitSpec(
+        exe=_exe(),
+        config=config.resolve() if config else None,
+        data_dir=settings.data_dir,
+        cache_dir=settings.cache_dir,
+        models_dir=settings.models.dir,
+        drain_timeout=settings.server.drain_timeout,
+        credentials=tuple(creds),
+        watchdog_seconds=watchdog,
+    )
+    text = render_unit(spec, scope)
+    if print_only:
+        sys.stdout.write(text)
+        return
+    path = unit_path(scope, Path.home())
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    if scope == "user":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ctl = "systemctl" + ("" if system else " --user")
+    _out.print(
+        f"wrote {path}\nnext: {ctl} daemon-reload && {ctl} enable --now personad\n"
+        f"logs: journalctl {'' if system else '--user '}-u personad -f",
+        highlight=False,
+    )
+
+
+@dataclass(frozen=True)
+class Check:
+    """One doctor line."""
+
+    ok: bool
+    what: str
+    fix: str = ""
+
+
+def _llama_checks() -> list[Check]:
+    try:
+        from .engine import build_info
+    except ImportError as exc:
+        return [
+            Check(
+                False,
+                f"llama.cpp: cannot be imported ({exc})",
+                "reinstall: pip install --force-reinstall llama-cpp-python",
+            )
+        ]
+    info = build_info()
+    system = str(info["system_info"])
+    backends = [
+        b
+        for b in ("CUDA", "METAL", "VULKAN", "ROCM", "HIP", "SYCL")
+        if f"{b} = 1" in system.upper() or f"{b} :" in system.upper()
+    ]
+    offload = "GPU offload: " + (", ".join(backends) if backends else "CPU only")
+    blas = "BLAS" if "BLAS = 1" in system else "no BLAS"
+    return [
+        Check(True, f"llama.cpp: llama-cpp-python {info['llama_cpp_python']}, {offload}, {blas}")
+    ]
+
+
+def _port_check(settings: Settings) -> Check:
+    host, port = settings.server.host, settings.server.port
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return Check(
+                False,
+                f"port: {host}:{port} is in use",
+                "stop what uses it (maybe personad is already running) or set server.port",
+            )
+    return Check(True, f"port: {host}:{port} is free")
+
+
+def _token_checks(settings: Settings) -> list[Check]:
+    if "discord" not in settings.run.bridges:
+        return []
+    opts = settings.bridges.get("discord", {})
+    tokens = {k.casefold() for k in (opts.get("tokens") or {})}
+    out = []
+    for persona in settings.run.personas:
+        ok = bool(opts.get("token")) or persona.casefold() in tokens
+        out.append(
+            Check(
+                ok,
+                f"discord token for {persona}: {'present' if ok else 'missing'}",
+                "a credential file bridges__discord__token (or "
+                f"bridges__discord__tokens__{persona}) or PERSONAD_BRIDGES__DISCORD__TOKEN",
+            )
+        )
+    return out
+
+
+def _data_check(settings: Settings) -> Check:
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=settings.data_dir):
+            pass
+    except OSError as exc:
+        return Check(
+            False,
+            f"data directory {settings.data_dir}: not writable ({exc.strerror})",
+            "fix its owner/permissions or set data_dir",
+        )
+    return Check(True, f"data directory {settings.data_dir}: writable")
+
+
+def _unit_check() -> Check:
+    for scope, args in (("user", ["--user"]), ("system", [])):
+        path = unit_path(scope, Path.home())  # type: ignore[arg-type]
+        if not path.exists():
+            continue
+        try:
+            state = subprocess.run(
+                ["systemctl", *args, "is-active", "personad"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            state = "unknown (systemctl unavailable)"
+        ok = state == "active"
+        return Check(
+            ok,
+            f"service: {path} installed, {state}",
+            f"systemctl {' '.join(args)} enable --now personad".replace("  ", " "),
+        )
+    return Check(False, "service: no personad unit installed", "personad service install")
+
+
+def doctor_cmd(config: Config = None) -> None:
+    """Check the installation; each line says OK or how to fix it."""
+    checks: list[Check] = []
+    try:
+        settings = load_settings(config)
+        checks.append(Check(True, "config: valid"))
+    except ConfigError as exc:
+        checks.append(Check(False, f"config: {exc}", "fix the file or variable it names"))
+        settings = Settings.model_validate({})
+    checks += _llama_checks()
+    cfg = settings.models
+    for entry in Catalog.load(cfg.dir, include_demo=cfg.include_demo).entries():
+        if entry.error is None:
+            checks.append(Check(True, f"model {entry.name}: readable"))
+        else:
+            checks.append(
+                Check(False, f"model {entry.name}: {entry.error}", "fix or remove its manifest")
+            )
+    checks += [
+        _port_check(settings),
+        *_token_checks(settings),
+        _data_check(settings),
+        _unit_check(),
+    ]
+    for c in checks:
+        mark = "[green]OK [/]" if c.ok else "[red]FIX[/]"
+        fix = f" → {escape(c.fix)}" if not c.ok and c.fix else ""
+        _out.print(f"{mark} {escape(c.what)}{fix}", soft_wrap=True)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
