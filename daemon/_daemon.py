@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,10 +23,18 @@ __all__ = ["Daemon"]
 log = structlog.get_logger("personad.daemon")
 
 
-def _default_loader(manifest: ModelManifest) -> Any:
-    from .engine import LlamaModel  # imported lazily: `models list` never loads llama.cpp
+def _default_loader(manifest: ModelManifest, settings: Settings | None = None) -> Any:
+    # Imported lazily: `models list` and friends never load llama.cpp.
+    from .engine import KVSettings, LlamaModel
 
-    return LlamaModel(manifest)
+    if settings is None:
+        return LlamaModel(manifest)
+    kv = KVSettings(
+        settings.data_dir / "kv",
+        settings.models.kv_cache_ram_bytes,
+        settings.models.kv_cache_disk_bytes,
+    )
+    return LlamaModel(manifest, kv)
 
 
 class Daemon:
@@ -37,7 +46,7 @@ class Daemon:
         *,
         catalog: Catalog | None = None,
         clock: Callable[[], float] = time.monotonic,
-        loader: Callable[[ModelManifest], Any] = _default_loader,
+        loader: Callable[[ModelManifest], Any] | None = None,
     ) -> None:
         self.settings = settings
         cfg = settings.models
@@ -49,7 +58,7 @@ class Daemon:
             keep_alive=cfg.keep_alive,
             queue_size=cfg.queue_size,
             metrics=self.metrics,
-            loader=loader,
+            loader=loader or functools.partial(_default_loader, settings=settings),
             clock=clock,
         )
         self.service = CompletionService(

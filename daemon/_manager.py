@@ -87,7 +87,7 @@ class ModelManager:
         self._waiters: list[asyncio.Future[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.closing = False
-        metrics.watch(self.queue_depths, lambda: list(self._slots))
+        metrics.watch(self.queue_depths, lambda: list(self._slots), self.kv_bytes)
 
     @property
     def loaded(self) -> list[str]:
@@ -107,6 +107,15 @@ class ModelManager:
     def loading(self) -> list[str]:
         """Names of models being loaded now."""
         return list(self._loading)
+
+    def kv_bytes(self) -> dict[str, tuple[int, int]]:
+        """Stored KV state bytes (RAM, disk) per resident model."""
+        out = {}
+        for name, slot in self._slots.items():
+            measure = getattr(slot.model, "kv_bytes", None)
+            if measure is not None:
+                out[name] = measure()
+        return out
 
     def queue_depths(self) -> dict[tuple[str, str], int]:
         """Queued requests per (model, priority)."""

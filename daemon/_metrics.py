@@ -21,9 +21,11 @@ class _StateCollector(Collector):
         self,
         depths: Callable[[], Mapping[tuple[str, str], int]],
         loaded: Callable[[], Iterable[str]],
+        kv_bytes: Callable[[], Mapping[str, tuple[int, int]]],
     ) -> None:
         self._depths = depths
         self._loaded = loaded
+        self._kv_bytes = kv_bytes
 
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily(
@@ -38,7 +40,13 @@ class _StateCollector(Collector):
         )
         for model in sorted(self._loaded()):
             loaded.add_metric([model], 1)
-        return [depth, loaded]
+        kv = GaugeMetricFamily(
+            "personad_kv_cache_bytes", "Bytes of stored KV states.", labels=["model", "where"]
+        )
+        for model, (ram, disk) in sorted(self._kv_bytes().items()):
+            kv.add_metric([model, "ram"], ram)
+            kv.add_metric([model, "disk"], disk)
+        return [depth, loaded, kv]
 
 
 class Metrics:
@@ -72,6 +80,18 @@ class Metrics:
             buckets=_GEN_BUCKETS,
             registry=self.registry,
         )
+        self.kv_lookups = Counter(
+            "personad_kv_cache_lookups",
+            "Prompts served from a stored KV state (hit) or not (miss).",
+            ["model", "result"],
+            registry=self.registry,
+        )
+        self.kv_tokens = Counter(
+            "personad_kv_cache_tokens",
+            "Prompt tokens restored from KV state versus evaluated.",
+            ["model", "kind"],
+            registry=self.registry,
+        )
         self.requests = Counter(
             "personad_requests",
             "Requests answered, by outcome.",
@@ -83,6 +103,7 @@ class Metrics:
         self,
         depths: Callable[[], Mapping[tuple[str, str], int]],
         loaded: Callable[[], Iterable[str]],
+        kv_bytes: Callable[[], Mapping[str, tuple[int, int]]],
     ) -> None:
-        """Expose live state (queue depths, loaded models) read when scraped."""
-        self.registry.register(_StateCollector(depths, loaded))
+        """Expose live state (queue depths, loaded models, KV bytes) read when scraped."""
+        self.registry.register(_StateCollector(depths, loaded, kv_bytes))

@@ -106,14 +106,25 @@ class CompletionService:
         return prompt
 
     def _generate(
-        self, slot: ModelSlot, prompt: Prompt, params: GenerationParams, cancel: threading.Event
+        self,
+        slot: ModelSlot,
+        prompt: Prompt,
+        params: GenerationParams,
+        conversation: str | None,
+        cancel: threading.Event,
     ) -> Iterator[Piece]:
         """The job's work, on the worker thread; counts tokens even if nobody reads the end."""
-        for piece in slot.model.generate(prompt, params, cancel):
+        m = self.metrics
+        for piece in slot.model.generate(prompt, params, cancel, conversation=conversation):
             if piece.finish_reason is not None:
-                self.metrics.prompt_tokens.labels(slot.name).inc(len(prompt.tokens))
-                self.metrics.generated_tokens.labels(slot.name).inc(piece.completion_tokens)
-                self.metrics.requests.labels(slot.name, piece.finish_reason).inc()
+                m.prompt_tokens.labels(slot.name).inc(len(prompt.tokens))
+                m.generated_tokens.labels(slot.name).inc(piece.completion_tokens)
+                m.requests.labels(slot.name, piece.finish_reason).inc()
+                m.kv_lookups.labels(slot.name, "hit" if piece.cache_hit else "miss").inc()
+                m.kv_tokens.labels(slot.name, "restored").inc(piece.cached_tokens)
+                m.kv_tokens.labels(slot.name, "evaluated").inc(
+                    len(prompt.tokens) - piece.cached_tokens
+                )
             yield piece
 
     @contextlib.asynccontextmanager
@@ -135,7 +146,9 @@ class CompletionService:
                 enqueued_at=now,
                 deadline=now + timeout,
                 conversation=request.conversation,
-                work=functools.partial(self._generate, slot, prompt, request.params),
+                work=functools.partial(
+                    self._generate, slot, prompt, request.params, request.conversation
+                ),
             )
             if request.supersede and request.conversation is not None:
                 for old in slot.queue.supersede(request.conversation, job):

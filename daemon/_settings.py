@@ -75,6 +75,12 @@ class ModelsSettings(BaseModel):
     queue_timeout: float = Field(
         120.0, gt=0, description="Default seconds a request may wait in the queue before 504."
     )
+    kv_cache_ram_bytes: int = Field(
+        512 << 20, ge=0, description="Per-model RAM for conversations' KV states (LRU)."
+    )
+    kv_cache_disk_bytes: int = Field(
+        4 << 30, ge=0, description="Per-model disk for KV states in data_dir/kv (LRU)."
+    )
 
     @field_validator("dir")
     @classmethod

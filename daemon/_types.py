@@ -39,3 +39,6 @@ class Piece:
     text: str
     finish_reason: str | None = None
     completion_tokens: int = 0
+    # On the last piece: prompt tokens taken from a stored or live KV state, not evaluated.
+    cached_tokens: int = 0
+    cache_hit: bool = False

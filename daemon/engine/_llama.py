@@ -9,23 +9,35 @@ KV state (``llama_state_seq_*``) and switching LoRA adapters per request before 
 from __future__ import annotations
 
 import codecs
+import ctypes
 import random
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
+import structlog
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from models import ModelManifest, read_gguf_info
 
 from .._types import GenerationParams, Piece, Prompt
 from ..errors import InvalidRequest, ModelUnavailable
+from ._kvcache import KVCache, SavedState, common_prefix, file_identity, identity_of
 
-__all__ = ["DEFAULT_CONTEXT", "LlamaModel", "build_info", "token_logits"]
+log = structlog.get_logger("personad.engine")
+
+__all__ = [
+    "DEFAULT_CONTEXT",
+    "KVSettings",
+    "LlamaModel",
+    "build_info",
+    "token_logits",
+]
 
 # Used when a manifest sets no context_length and the model was trained on more.
 DEFAULT_CONTEXT = 4096
@@ -51,10 +63,21 @@ def _stop_holdback(text: str, stops: Sequence[str]) -> int:
     return best
 
 
+@dataclass(frozen=True)
+class KVSettings:
+    """Where and how much of the per-conversation KV states to keep."""
+
+    directory: Path | None
+    ram_bytes: int
+    disk_bytes: int
+    # A stored state is restored only when it saves at least this many tokens of evaluation.
+    min_gain: int = 16
+
+
 class LlamaModel:
     """One loaded GGUF model with its context. Not thread-safe: use from one worker thread."""
 
-    def __init__(self, manifest: ModelManifest) -> None:
+    def __init__(self, manifest: ModelManifest, kv: KVSettings | None = None) -> None:
         self.manifest = manifest
         info = read_gguf_info(manifest.path)
         trained = info.context_length or DEFAULT_CONTEXT
@@ -80,6 +103,19 @@ class LlamaModel:
         # llama.cpp may pad the context (to 256), but llama-cpp-python sizes its token buffer
         # by the requested value: the smaller of the two is the real limit.
         self.n_ctx: int = min(n_ctx, self._llm.n_ctx())
+        self.kv: KVCache | None = None
+        self._kv_settings = kv
+        if kv is not None and (kv.ram_bytes > 0 or kv.disk_bytes > 0):
+            identity = identity_of(
+                file_identity(manifest.path),
+                file_identity(manifest.adapter),
+                manifest.adapter_scale,
+                self.n_ctx,
+                "f16",
+            )
+            self.kv = KVCache(
+                kv.directory, identity, ram_bytes=kv.ram_bytes, disk_bytes=kv.disk_bytes
+            )
         self._template = manifest.chat_template or info.chat_template
         self._formatter: Jinja2ChatFormatter | None = None
         if self._template:
@@ -134,11 +170,68 @@ class LlamaModel:
 
         return llama_cpp.LogitsProcessorList([apply])
 
-    def generate(
-        self, prompt: Prompt, params: GenerationParams, cancel: threading.Event
-    ) -> Iterator[Piece]:
-        """Yield text as it is generated; stop on EOG, a stop string, max_tokens or ``cancel``."""
+    def _restore(self, state: SavedState) -> bool:
         llm = self._llm
+        ctx = llm._ctx.ctx
+        mem = llama_cpp.llama_get_memory(ctx)
+        if mem is not None:
+            llama_cpp.llama_memory_clear(mem, True)
+        buf = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if not llama_cpp.llama_state_seq_set_data(ctx, buf, len(state.data), 0):
+            llm.n_tokens = 0  # the context is empty now: evaluate from scratch
+            return False
+        n = len(state.tokens)
+        llm.input_ids[:n] = state.tokens
+        llm.n_tokens = n
+        return True
+
+    def _prepare(self, tokens: list[int], conversation: str | None) -> tuple[int, bool]:
+        """Put the best known KV state in place; return (prompt tokens cached, from store)."""
+        llm = self._llm
+        live = common_prefix(llm.input_ids[: llm.n_tokens], tokens)
+        if self.kv is None or self._kv_settings is None:
+            return live, False
+        best: tuple[SavedState, int] | None = None
+        if conversation is not None:
+            state = self.kv.get(conversation)
+            if state is not None:
+                best = (state, common_prefix(state.tokens, tokens))
+        found = self.kv.best_prefix(tokens)
+        if found is not None and (best is None or found[1] > best[1]):
+            state = self.kv.get(found[0])
+            if state is not None:
+                best = (state, found[1])
+        if best is not None and best[1] >= live + self._kv_settings.min_gain:
+            if self._restore(best[0]):
+                return min(best[1], len(tokens) - 1), True
+            log.warning("kv_restore_failed", model=self.manifest.name)
+        return min(live, max(len(tokens) - 1, 0)), False
+
+    def _save(self, conversation: str | None) -> None:
+        if self.kv is None or conversation is None:
+            return
+        llm = self._llm
+        ctx = llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
+        tokens = np.array(llm.input_ids[: llm.n_tokens], dtype=np.intc)
+        self.kv.put(SavedState(conversation, tokens, bytes(buf)[:written]))
+
+    def generate(
+        self,
+        prompt: Prompt,
+        params: GenerationParams,
+        cancel: threading.Event,
+        conversation: str | None = None,
+    ) -> Iterator[Piece]:
+        """Yield text as it is generated; stop on EOG, a stop string, max_tokens or ``cancel``.
+
+        With a ``conversation`` key, the KV state is restored from (and afterwards saved to)
+        the per-conversation cache, so only what follows the common prefix is evaluated.
+        """
+        llm = self._llm
+        cached, from_store = self._prepare(prompt.tokens, conversation)
         room = self.n_ctx - len(prompt.tokens)
         limit = room if params.max_tokens is None else min(params.max_tokens, room)
         stops = tuple(s for s in (*params.stop, *prompt.stop) if s)
@@ -181,12 +274,28 @@ class LlamaModel:
                     yield Piece(out)
         finally:
             tokens.close()
+            try:
+                self._save(conversation)
+            except (OSError, MemoryError) as exc:  # a cache failure never fails a request
+                log.warning("kv_save_failed", model=self.manifest.name, error=str(exc))
         if finish != "stop":
             pending += decoder.decode(b"", final=True)
-        yield Piece(pending, finish_reason=finish, completion_tokens=produced)
+        yield Piece(
+            pending,
+            finish_reason=finish,
+            completion_tokens=produced,
+            cached_tokens=cached,
+            cache_hit=from_store,
+        )
+
+    def kv_bytes(self) -> tuple[int, int]:
+        """Bytes of stored KV states in RAM and on disk."""
+        return (self.kv.ram_used, self.kv.disk_used) if self.kv is not None else (0, 0)
 
     def close(self) -> None:
-        """Free the model and context memory now rather than at garbage collection."""
+        """Free the model and context memory now; RAM states go to disk for the next start."""
+        if self.kv is not None:
+            self.kv.flush()
         self._llm.close()
 
 
