@@ -139,6 +139,7 @@ def write_synthetic_adapter(
     r: int = 16,
     alpha: int = 32,
     seed: int = 1,
+    scale: float = 0.01,
     targets: tuple[str, ...] = (
         "q_proj",
         "k_proj",
@@ -169,10 +170,10 @@ def write_synthetic_adapter(
             block, fan_in, fan_out = dims[t]
             prefix = f"base_model.model.model.layers.{i}.{block}.{t}"
             tensors[f"{prefix}.lora_A.weight"] = (
-                rng.standard_normal((r, fan_in), dtype=np.float32) * 0.01
+                rng.standard_normal((r, fan_in), dtype=np.float32) * scale
             )
             tensors[f"{prefix}.lora_B.weight"] = (
-                rng.standard_normal((fan_out, r), dtype=np.float32) * 0.01
+                rng.standard_normal((fan_out, r), dtype=np.float32) * scale
             )
     directory.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(directory / "adapter_model.safetensors"))

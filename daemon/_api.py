@@ -163,6 +163,7 @@ class _Api:
             conversation=body.conversation,
             supersede=body.supersede,
             queue_timeout=body.queue_timeout,
+            adapter=body.adapter,
             **extra,
         )
 

@@ -65,6 +65,9 @@ class _Body(BaseModel):
     priority: Priority = Field("interactive", description="interactive (default) or background.")
     conversation: str | None = Field(None, max_length=256, description="Conversation key.")
     supersede: bool = Field(False, description="Cancel older requests of the same conversation.")
+    adapter: str | None = Field(
+        None, description="A LoRA adapter listed in the model's manifest, applied per request."
+    )
     queue_timeout: float | None = Field(
         None, gt=0, le=3600, description="Seconds this request may wait in the queue (504)."
     )

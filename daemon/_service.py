@@ -36,6 +36,7 @@ class CompletionRequest:
     conversation: str | None = None
     supersede: bool = False
     queue_timeout: float | None = None
+    adapter: str | None = None
 
 
 @dataclass
@@ -98,6 +99,12 @@ class CompletionService:
             prompt: Prompt = slot.model.chat_prompt(request.messages)
         else:
             prompt = slot.model.text_prompt(request.prompt)
+        if request.adapter is not None and request.adapter not in slot.model.adapter_names:
+            known = ", ".join(slot.model.adapter_names) or "none"
+            raise InvalidRequest(
+                f"model {slot.name!r} has no adapter {request.adapter!r}; its adapters: {known}",
+                param="adapter",
+            )
         for token in request.params.logit_bias:
             if not slot.model.token_id_ok(token):
                 raise InvalidRequest(
@@ -111,11 +118,15 @@ class CompletionService:
         prompt: Prompt,
         params: GenerationParams,
         conversation: str | None,
+        adapter: str | None,
         cancel: threading.Event,
     ) -> Iterator[Piece]:
         """The job's work, on the worker thread; counts tokens even if nobody reads the end."""
         m = self.metrics
-        for piece in slot.model.generate(prompt, params, cancel, conversation=conversation):
+        pieces = slot.model.generate(
+            prompt, params, cancel, conversation=conversation, adapter=adapter
+        )
+        for piece in pieces:
             if piece.finish_reason is not None:
                 m.prompt_tokens.labels(slot.name).inc(len(prompt.tokens))
                 m.generated_tokens.labels(slot.name).inc(piece.completion_tokens)
@@ -147,7 +158,12 @@ class CompletionService:
                 deadline=now + timeout,
                 conversation=request.conversation,
                 work=functools.partial(
-                    self._generate, slot, prompt, request.params, request.conversation
+                    self._generate,
+                    slot,
+                    prompt,
+                    request.params,
+                    request.conversation,
+                    request.adapter,
                 ),
             )
             if request.supersede and request.conversation is not None:

@@ -41,6 +41,10 @@ class ModelManifest(BaseModel):
     path: Path = Field(description="GGUF model file; relative paths are against the manifest.")
     adapter: Path | None = Field(None, description="Optional GGUF LoRA adapter applied at load.")
     adapter_scale: float = Field(1.0, description="Scale of the LoRA adapter.")
+    adapters: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Named GGUF LoRA adapters a request (or persona) can pick per request.",
+    )
     context_length: int | None = Field(
         None, gt=0, description="Context size (n_ctx); default: min(model's trained size, 4096)."
     )
@@ -89,16 +93,21 @@ def load_manifest(path: Path) -> ModelManifest:
     """Read and validate one manifest; paths in it are resolved against its directory."""
     manifest = read_toml_model(path, ModelManifest, {"name": path.stem})
     base = path.parent
+    if manifest.adapter is not None and manifest.adapters:
+        raise ManifestError(path, "use either adapter (fixed) or adapters (per request), not both")
     return manifest.model_copy(
         update={
             "path": _resolve(base, manifest.path),
             "adapter": _resolve(base, manifest.adapter),
+            "adapters": {k: _resolve(base, v) for k, v in manifest.adapters.items()},
             "source": path,
         }
     )
 
 
 def _toml_value(value: object) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + " }"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

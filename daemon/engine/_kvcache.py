@@ -187,14 +187,18 @@ class KVCache:
             return state
         return None
 
-    def best_prefix(self, tokens: Sequence[int]) -> tuple[str, int] | None:
-        """The stored key sharing the longest token prefix with ``tokens``."""
+    def best_prefix(self, tokens: Sequence[int], scope: str = "") -> tuple[str, int] | None:
+        """The stored key (starting with ``scope``) sharing the longest prefix with ``tokens``."""
         best: tuple[str, int] | None = None
         for key, state in self.ram.items():
+            if not key.startswith(scope):
+                continue
             n = common_prefix(state.tokens, tokens)
             if n and (best is None or n > best[1]):
                 best = (key, n)
         for key, (_, _, stored) in self.disk.items():
+            if not key.startswith(scope):
+                continue
             n = common_prefix(stored, tokens)
             if n and (best is None or n > best[1]):
                 best = (key, n)

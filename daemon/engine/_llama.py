@@ -103,6 +103,16 @@ class LlamaModel:
         # llama.cpp may pad the context (to 256), but llama-cpp-python sizes its token buffer
         # by the requested value: the smaller of the two is the real limit.
         self.n_ctx: int = min(n_ctx, self._llm.n_ctx())
+        # Adapters a request can switch to (the base model's weights are shared).
+        self._adapters: dict[str, Any] = {}
+        for name, path in manifest.adapters.items():
+            handle = llama_cpp.llama_adapter_lora_init(
+                self._llm._model.model, str(path).encode("utf-8")
+            )
+            if handle is None:
+                raise ModelUnavailable(manifest.name, f"adapter {name!r} ({path}) failed to load")
+            self._adapters[name] = handle
+        self._active_adapter: str | None = None
         self.kv: KVCache | None = None
         self._kv_settings = kv
         if kv is not None and (kv.ram_bytes > 0 or kv.disk_bytes > 0):
@@ -185,18 +195,41 @@ class LlamaModel:
         llm.n_tokens = n
         return True
 
-    def _prepare(self, tokens: list[int], conversation: str | None) -> tuple[int, bool]:
+    @property
+    def adapter_names(self) -> list[str]:
+        """Adapters a request may name."""
+        return sorted(self._adapters)
+
+    def _use_adapter(self, name: str | None) -> None:
+        if name == self._active_adapter:
+            return
+        ctx = self._llm._ctx.ctx
+        if name is None:
+            llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+        else:
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[name])
+            scales = (ctypes.c_float * 1)(1.0)
+            llama_cpp.llama_set_adapters_lora(ctx, handles, 1, scales)
+        self._active_adapter = name
+        # The live KV cache was computed with other weights: it is no prefix of anything now.
+        self._llm.n_tokens = 0
+
+    def _prepare(
+        self, tokens: list[int], conversation: str | None, adapter: str | None
+    ) -> tuple[int, bool]:
         """Put the best known KV state in place; return (prompt tokens cached, from store)."""
+        self._use_adapter(adapter)
         llm = self._llm
         live = common_prefix(llm.input_ids[: llm.n_tokens], tokens)
         if self.kv is None or self._kv_settings is None:
             return live, False
+        scope = f"{adapter or ''}\x1f"  # states are only valid under the same adapter
         best: tuple[SavedState, int] | None = None
         if conversation is not None:
-            state = self.kv.get(conversation)
+            state = self.kv.get(scope + conversation)
             if state is not None:
                 best = (state, common_prefix(state.tokens, tokens))
-        found = self.kv.best_prefix(tokens)
+        found = self.kv.best_prefix(tokens, scope)
         if found is not None and (best is None or found[1] > best[1]):
             state = self.kv.get(found[0])
             if state is not None:
@@ -210,6 +243,7 @@ class LlamaModel:
     def _save(self, conversation: str | None) -> None:
         if self.kv is None or conversation is None:
             return
+        conversation = f"{self._active_adapter or ''}\x1f{conversation}"
         llm = self._llm
         ctx = llm._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
@@ -224,6 +258,7 @@ class LlamaModel:
         params: GenerationParams,
         cancel: threading.Event,
         conversation: str | None = None,
+        adapter: str | None = None,
     ) -> Iterator[Piece]:
         """Yield text as it is generated; stop on EOG, a stop string, max_tokens or ``cancel``.
 
@@ -231,7 +266,7 @@ class LlamaModel:
         the per-conversation cache, so only what follows the common prefix is evaluated.
         """
         llm = self._llm
-        cached, from_store = self._prepare(prompt.tokens, conversation)
+        cached, from_store = self._prepare(prompt.tokens, conversation, adapter)
         room = self.n_ctx - len(prompt.tokens)
         limit = room if params.max_tokens is None else min(params.max_tokens, room)
         stops = tuple(s for s in (*params.stop, *prompt.stop) if s)

@@ -277,14 +277,23 @@ def test_model_that_fails_to_load_is_500_with_reason(tmp_path: Path) -> None:
 def test_conversation_kv_state_metrics(shared_daemon: Running, client: openai.OpenAI) -> None:
     """A follow-up in the same conversation is a KV cache hit; bytes in RAM are reported."""
     history = " ".join(f"line {i} of a long chat about hiking." for i in range(40))
-    before = shared_daemon.metric("personad_kv_cache_lookups_total", model="smollm2",
-                                  result="hit")
-    first = client.completions.create(model="smollm2", prompt=history, max_tokens=5,
-                                      temperature=0, extra_body={"conversation": "kv-1"})
-    client.completions.create(model="smollm2", prompt="unrelated words", max_tokens=2,
-                              extra_body={"conversation": "kv-2"})
-    client.completions.create(model="smollm2", prompt=history + first.choices[0].text + " ok",
-                              max_tokens=2, extra_body={"conversation": "kv-1"})
+    before = shared_daemon.metric("personad_kv_cache_lookups_total", model="smollm2", result="hit")
+    first = client.completions.create(
+        model="smollm2",
+        prompt=history,
+        max_tokens=5,
+        temperature=0,
+        extra_body={"conversation": "kv-1"},
+    )
+    client.completions.create(
+        model="smollm2", prompt="unrelated words", max_tokens=2, extra_body={"conversation": "kv-2"}
+    )
+    client.completions.create(
+        model="smollm2",
+        prompt=history + first.choices[0].text + " ok",
+        max_tokens=2,
+        extra_body={"conversation": "kv-1"},
+    )
     m = shared_daemon.metric
     assert m("personad_kv_cache_lookups_total", model="smollm2", result="hit") == before + 1
     assert m("personad_kv_cache_tokens_total", model="smollm2", kind="restored") > 100
