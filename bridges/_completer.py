@@ -37,9 +37,10 @@ class Completer(Protocol):
 class DaemonCompleter:
     """A completer on personad's API, or any OpenAI-compatible server (extensions ignored)."""
 
-    def __init__(self, client: DaemonClient, model: str) -> None:
+    def __init__(self, client: DaemonClient, model: str, adapter: str | None = None) -> None:
         self.client = client
         self.model = model
+        self.adapter = adapter
 
     async def __call__(self, call: CompletionCall) -> str | None:
         params: dict[str, Any] = {
@@ -53,6 +54,9 @@ class DaemonCompleter:
         }
         if call.stop:
             params["stop"] = list(call.stop)
+        if self.adapter is not None:
+            # Several personas as adapters on one base: each request picks its own.
+            params["adapter"] = self.adapter
         try:
             if call.kind == "chat":
                 return await self.client.chat(call.messages, **params)

@@ -168,7 +168,7 @@ async def run(settings: Settings, notifier: Notifier | None = None) -> int:
         for persona in personas:
             engine = PersonaEngine(
                 persona,
-                DaemonCompleter(client, persona.model),
+                DaemonCompleter(client, persona.model, persona.adapter),
                 store,
                 clock,
                 scheduler,

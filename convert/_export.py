@@ -75,8 +75,9 @@ def export_adapter(
                 permute = info.row_transform(name)
                 if permute is not None:
                     b = permute(b)
-            writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float32))
-            writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float32))
+            # F16 halves the adapter's memory; per persona on a shared base that is what counts.
+            writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=np.float16))
+            writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=np.float16))
             total += a.nbytes + b.nbytes
         with atomic_path(out) as tmp:
             writer.write_header_to_file(path=tmp)

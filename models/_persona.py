@@ -104,6 +104,9 @@ class PersonaManifest(BaseModel):
 
     name: str = Field(min_length=1, max_length=64, description="The name others use.")
     model: str = Field("smollm2", description="Model name in the catalogue.")
+    adapter: str | None = Field(
+        None, description="A LoRA adapter of the model's manifest that speaks for this persona."
+    )
     format: Literal["chat", "transcript"] = Field(
         "chat", description="chat: instruct model with a card; transcript: a fine-tuned model."
     )

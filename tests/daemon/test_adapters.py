@@ -33,59 +33,85 @@ def adapters(tmp_path_factory: pytest.TempPathFactory, demo_path: Path) -> dict[
 
 
 def _text(model: LlamaModel, adapter: str | None, conversation: str | None = None) -> str:
-    pieces = model.generate(model.text_prompt(PROMPT), GREEDY, threading.Event(),
-                            conversation=conversation, adapter=adapter)
+    pieces = model.generate(
+        model.text_prompt(PROMPT),
+        GREEDY,
+        threading.Event(),
+        conversation=conversation,
+        adapter=adapter,
+    )
     return "".join(p.text for p in pieces)
 
 
 def test_switching_adapters_per_request(demo_path: Path, adapters: dict[str, Path]) -> None:
     """Each request gets its adapter's output, as if the model were loaded with it alone."""
-    shared = LlamaModel(ModelManifest(name="shared", path=demo_path, context_length=512,
-                                      adapters=adapters))
+    shared = LlamaModel(
+        ModelManifest(name="shared", path=demo_path, context_length=512, adapters=adapters)
+    )
     base = _text(shared, None)
     alice = _text(shared, "alice")
     bob = _text(shared, "bob")
     assert len({base, alice, bob}) == 3
     assert _text(shared, None) == base  # switching back restores the base weights
     for name, expected in (("alice", alice), ("bob", bob)):
-        fixed = LlamaModel(ModelManifest(name=name, path=demo_path, context_length=512,
-                                         adapter=adapters[name]))
+        fixed = LlamaModel(
+            ModelManifest(name=name, path=demo_path, context_length=512, adapter=adapters[name])
+        )
         assert _text(fixed, None) == expected
         fixed.close()
     shared.close()
 
 
-def test_kv_states_are_kept_per_adapter(tmp_path: Path, demo_path: Path,
-                                        adapters: dict[str, Path]) -> None:
+def test_kv_states_are_kept_per_adapter(
+    tmp_path: Path, demo_path: Path, adapters: dict[str, Path]
+) -> None:
     """A conversation's state under one adapter is never restored under another."""
-    m = LlamaModel(ModelManifest(name="shared", path=demo_path, context_length=512,
-                                 adapters=adapters),
-                   KVSettings(tmp_path / "kv", 64 << 20, 0, min_gain=1))
+    m = LlamaModel(
+        ModelManifest(name="shared", path=demo_path, context_length=512, adapters=adapters),
+        KVSettings(tmp_path / "kv", 64 << 20, 0, min_gain=1),
+    )
     _text(m, "alice", "chat")
-    pieces = list(m.generate(m.text_prompt(PROMPT + " and"), GREEDY, threading.Event(),
-                             conversation="chat", adapter="bob"))
+    pieces = list(
+        m.generate(
+            m.text_prompt(PROMPT + " and"),
+            GREEDY,
+            threading.Event(),
+            conversation="chat",
+            adapter="bob",
+        )
+    )
     assert not pieces[-1].cache_hit
     _text(m, "alice", "other")  # the live context is now alice's again, for another chat
-    pieces = list(m.generate(m.text_prompt(PROMPT + " and"), GREEDY, threading.Event(),
-                             conversation="chat", adapter="bob"))
+    pieces = list(
+        m.generate(
+            m.text_prompt(PROMPT + " and"),
+            GREEDY,
+            threading.Event(),
+            conversation="chat",
+            adapter="bob",
+        )
+    )
     assert pieces[-1].cache_hit  # bob's own state for "chat" was kept
     m.close()
 
 
-def test_unknown_adapter_is_400(tmp_path: Path, demo_path: Path,
-                                adapters: dict[str, Path]) -> None:
+def test_unknown_adapter_is_400(tmp_path: Path, demo_path: Path, adapters: dict[str, Path]) -> None:
     """A request naming an adapter the model lacks gets 400 listing the adapters."""
     lines = [f'{k} = "{v}"' for k, v in adapters.items()]
     write_model(tmp_path / "models", "shared", demo_path)
     manifest = tmp_path / "models" / "shared.toml"
     manifest.write_text(manifest.read_text() + "[adapters]\n" + "\n".join(lines) + "\n")
     with serve(make_settings(tmp_path)) as running:
-        ok = httpx.post(f"{running.url}/v1/completions", json={
-            "model": "shared", "prompt": PROMPT, "max_tokens": 3, "adapter": "alice"},
-            timeout=120)
+        ok = httpx.post(
+            f"{running.url}/v1/completions",
+            json={"model": "shared", "prompt": PROMPT, "max_tokens": 3, "adapter": "alice"},
+            timeout=120,
+        )
         assert ok.status_code == 200
-        bad = httpx.post(f"{running.url}/v1/completions", json={
-            "model": "shared", "prompt": PROMPT, "max_tokens": 3, "adapter": "carol"},
-            timeout=120)
+        bad = httpx.post(
+            f"{running.url}/v1/completions",
+            json={"model": "shared", "prompt": PROMPT, "max_tokens": 3, "adapter": "carol"},
+            timeout=120,
+        )
         assert bad.status_code == 400
         assert "its adapters: alice, bob" in bad.json()["error"]["message"]

@@ -121,3 +121,15 @@ def test_unreadable_state_and_full_disk_fall_back(
     with structlog.testing.capture_logs() as logs:
         text, _, _ = _run(full, HISTORY, "c1")
     assert text and any(e["event"] == "kv_spill_failed" for e in logs)
+
+
+def test_without_a_key_the_longest_stored_prefix_is_used(
+    tmp_path: Path, demo_path: Path, cold: LlamaModel
+) -> None:
+    """A request with no conversation key still reuses a stored state sharing its prefix."""
+    m = _model(demo_path, KVSettings(tmp_path / "kv", 256 << 20, 0))
+    first, _, _ = _run(m, HISTORY, "c1")
+    _run(m, "Replace the live context with this.", "c2")
+    text, cached, hit = _run(m, HISTORY + first + " Bob: and?", None)
+    assert hit and cached > 100
+    assert text == _cold(cold, HISTORY + first + " Bob: and?")
