@@ -14,6 +14,16 @@ from tests.conftest import Running, free_port
 
 
 def _config(tmp_path: Path) -> Path:
+    # The shipped demo persona, made deterministic: greedy sampling gives the same reply
+    # every run, so the test never depends on a lucky sample.
+    from models import demo_persona
+
+    shipped = demo_persona().source
+    assert shipped is not None
+    (tmp_path / "personas").mkdir(exist_ok=True)
+    (tmp_path / "personas" / "demo.toml").write_text(
+        shipped.read_text().replace("temperature = 0.7", "temperature = 0")
+    )
     cfg = tmp_path / "personad.toml"
     cfg.write_text(
         f'data_dir = "{tmp_path / "data"}"\n'

@@ -176,6 +176,8 @@ def test_supersede_cancels_older_request_of_the_conversation(daemon: Running) ->
         model="smollm2",
         prompt="Hello",
         max_tokens=3,
+        temperature=0,
+        logit_bias={int(k): v for k, v in NO_EOS.items()},  # runs to max_tokens, always
         extra_body={"conversation": "chan-1", "supersede": True},
     )
     assert new.choices[0].finish_reason == "length"
