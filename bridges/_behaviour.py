@@ -34,7 +34,7 @@ from models import (
 
 from ._api import Bridge, MessageEvent, PresenceEvent, ReactionEvent, User
 from ._completer import Completer, CompletionCall
-from ._presence import exp_delay, in_hours, local_hour, next_boundary
+from ._rhythm import DailyRhythm, same_speaker
 from ._store import Store, StoredMessage
 from ._time import Clock, Scheduler
 
@@ -79,6 +79,7 @@ class PersonaEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._name_re = re.compile(rf"(?<!\w){re.escape(self.name)}(?!\w)", re.IGNORECASE)
         self._jobs = f"{self.name}:{uuid.uuid4().hex[:6]}"
+        self.rhythm = DailyRhythm(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -88,9 +89,7 @@ class PersonaEngine:
 
     async def start(self) -> None:
         """Restore plans from the database and schedule what comes next."""
-        await self._presence_tick()
-        self._plan_start(restore=True)
-        await self._retention()
+        await self.rhythm.start()
 
     async def stop(self) -> None:
         """Cancel running turns and pending jobs."""
@@ -298,7 +297,7 @@ class PersonaEngine:
         text = await self._ask("text", conversation, prompt=prompt)
         if text is None:
             return []
-        if addressed and not _same_speaker(text, self.name):
+        if addressed and not same_speaker(text, self.name):
             # The prompt ended with "Name:"; the completion is the rest of that line.
             text = f"{self.name}: {text.lstrip()}"
         return parse_output(text, self.name, fmt="transcript")
@@ -412,184 +411,16 @@ class PersonaEngine:
             await self.clock.sleep(step)
             remaining -= step
 
-    # -- presence: sleep hours and random away periods ----------------------------------
+    # -- the day: presence and proactive starts live in DailyRhythm ---------------------
 
     @property
     def online(self) -> bool:
         """Whether the persona is shown online and may speak."""
-        return bool(self.store.get(self.name, "online", True))
-
-    def _away(self, now: datetime) -> tuple[datetime, datetime] | None:
-        plan = self.store.get(self.name, "away")
-        if plan is None:
-            delay = exp_delay(self.b.away_per_day, self.rng)
-            if delay is None:
-                return None
-            low, high = self.b.away_minutes
-            start = now + timedelta(seconds=delay)
-            end = start + timedelta(minutes=self.rng.uniform(low, high))
-            plan = [start.timestamp(), end.timestamp()]
-            self.store.put(self.name, "away", plan)
-            log.info(
-                "away_planned", persona=self.name, start=start.isoformat(), end=end.isoformat()
-            )
-        start_ts, end_ts = plan
-        return (
-            datetime.fromtimestamp(start_ts, now.tzinfo),
-            datetime.fromtimestamp(end_ts, now.tzinfo),
-        )
-
-    async def _presence_tick(self) -> None:
-        now = self.clock.now()
-        away = self._away(now)
-        if away is not None and now >= away[1]:
-            self.store.put(self.name, "away", None)  # that absence is over: plan the next
-            away = self._away(now)
-        asleep = in_hours(local_hour(now, self.b.timezone), self.b.sleep_hours)
-        in_away = away is not None and away[0] <= now < away[1]
-        want = not asleep and not in_away
-        was = self.online
-        if want != was or not self.store.get(self.name, "presence_shown", False):
-            await self._show(want)
-        if want and not was:
-            since = self.store.get(self.name, "offline_since")
-            self.store.put(self.name, "online", True)
-            if since is not None:
-                await self._catch_up(datetime.fromtimestamp(since, now.tzinfo))
-        elif not want and was:
-            self.store.put(self.name, "online", False)
-            self.store.put(self.name, "offline_since", now.timestamp())
-        candidates = [
-            t
-            for t in (next_boundary(now, self.b.sleep_hours, self.b.timezone), *(away or ()))
-            if t is not None and t > now
-        ]
-        if candidates:
-            self.scheduler.at(min(candidates), f"{self._jobs}:presence", self._presence_tick)
-
-    async def _show(self, online: bool) -> None:
-        self.store.put(self.name, "presence_shown", True)
-        log.info("presence_changed", persona=self.name, online=online)
-        for bridge in self.bridges.values():
-            if bridge.can_presence:
-                await bridge.set_presence("online" if online else "offline")
-
-    async def _catch_up(self, since: datetime) -> None:
-        """Back online: one reply where it was addressed or the talk goes on; else nothing."""
-        now = self.clock.now()
-        backlog: dict[tuple[str, str], list[StoredMessage]] = {}
-        for m in self.store.since(self.name, since):
-            if not m.is_self:
-                backlog.setdefault((m.bridge, m.channel), []).append(m)
-        names = self.store.get(self.name, "channel_names", {})
-        for (bridge_name, channel), messages in backlog.items():
-            bridge = self.bridges.get(bridge_name)
-            if bridge is None or not self.allowed(channel, names.get(channel)):
-                continue
-            addressed = any(m.addressed for m in messages)
-            going = now - messages[-1].ts < self._gap
-            log.info(
-                "catching_up",
-                persona=self.name,
-                channel=channel,
-                backlog=len(messages),
-                addressed=addressed,
-                going=going,
-            )
-            if addressed or going:
-                self._spawn(self.respond(bridge, channel, forced=addressed))
-
-    # -- proactive starts ---------------------------------------------------------------
-
-    def _plan_start(self, *, restore: bool = False) -> None:
-        planned = self.store.get(self.name, "next_start") if restore else None
-        if planned is None:
-            delay = exp_delay(self.b.starts_per_day, self.rng)
-            if delay is None:
-                return
-            planned = (self.clock.now() + timedelta(seconds=delay)).timestamp()
-            self.store.put(self.name, "next_start", planned)
-        when = datetime.fromtimestamp(planned, self.clock.now().tzinfo)
-        self.scheduler.at(when, f"{self._jobs}:start", self._start_job)
-
-    async def _start_job(self) -> None:
-        try:
-            await self.try_start()
-        finally:
-            self._plan_start()
+        return self.rhythm.online
 
     async def try_start(self) -> bool:
         """Open a new conversation in a quiet channel, if the rules allow it now."""
-        now = self.clock.now()
-        if not self.online or not in_hours(local_hour(now, self.b.timezone), self.b.active_hours):
-            return False
-        day = now.astimezone().date().isoformat()
-        count = self.store.get(self.name, "starts", {}).get(day, 0)
-        if count >= self.b.max_starts_per_day:
-            return False
-        names = self.store.get(self.name, "channel_names", {})
-        quiet = timedelta(seconds=self.b.quiet_before_start)
-        candidates = []
-        for bridge_name, channel in self.store.channels(self.name):
-            if bridge_name not in self.bridges or not self.allowed(channel, names.get(channel)):
-                continue
-            last = self.store.recent(self.name, bridge_name, channel, 1)
-            if not last or now - last[-1].ts < quiet:
-                continue
-            if last[-1].is_self and last[-1].opener:
-                continue  # never two unanswered openers in a row
-            candidates.append((bridge_name, channel))
-        if not candidates:
-            return False
-        bridge_name, channel = self.rng.choice(sorted(candidates))
-        bridge = self.bridges[bridge_name]
-        opener = await self._opener(bridge, channel)
-        if opener is None:
-            return False
-        self.store.put(self.name, "starts", {day: count + 1})
-        await bridge.notice(channel, "a new conversation begins")
-        self._remember_own(bridge, channel, f"init-{uuid.uuid4().hex[:8]}", "init", "")
-        await self._type(bridge, channel, opener)
-        mid = await bridge.send(channel, opener)
-        self._remember_own(bridge, channel, mid, "message", opener, opener=True)
-        log.info("conversation_started", persona=self.name, channel=channel)
-        return True
-
-    async def _opener(self, bridge: Bridge, channel: str) -> str | None:
-        conversation = f"{self.name}/{bridge.name}/{channel}"
-        if self.persona.format == "chat":
-            messages = chat_messages(
-                self.name, self.persona.card.description, [], examples=self.persona.card.examples
-            )
-            messages[-1]["content"] = (
-                f"The chat has been quiet for a while. Write {self.name}'s message that starts "
-                "a new conversation."
-            )
-            text = await self._ask("chat", conversation, messages=messages, priority="background")
-            actions = parse_output(text or "", self.name, fmt="chat")
-        else:
-            prompt = render_transcript([Line(self.name, command="INIT")]) + f"{self.name}:"
-            text = await self._ask("text", conversation, prompt=prompt, priority="background")
-            opener = text or ""
-            if not _same_speaker(opener, self.name):
-                opener = f"{self.name}: {opener.lstrip()}"
-            actions = parse_output(opener, self.name)
-        said = [a.text for a in actions if a.kind in ("send", "reply") and a.text]
-        return said[0] if said else None
-
-    # -- retention ----------------------------------------------------------------------
-
-    async def _retention(self) -> None:
-        removed = self.store.purge(self.clock.now() - timedelta(days=self.b.history_days))
-        if removed:
-            log.info("history_purged", persona=self.name, rows=removed)
-        self.scheduler.at(
-            self.clock.now() + timedelta(hours=6), f"{self._jobs}:retention", self._retention
-        )
-
-
-def _same_speaker(text: str, name: str) -> bool:
-    return text.lstrip().casefold().startswith(f"{name.casefold()}:")
+        return await self.rhythm.try_start()
 
 
 def _split(text: str, limit: int) -> list[str]:
