@@ -6,10 +6,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 _APP = "personad"
+# Directories given as "~/..." mean the user's home, as in the README's examples.
+ExpandedPath = Annotated[Path, AfterValidator(Path.expanduser)]
 
 
 def default_config_path() -> Path:
@@ -58,7 +60,7 @@ class ModelsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dir: Path = Field(
+    dir: ExpandedPath = Field(
         default_factory=lambda: Path(platformdirs.user_config_dir(_APP)) / "models",
         description="Directory of model manifests (*.toml).",
     )
@@ -82,11 +84,6 @@ class ModelsSettings(BaseModel):
         4 << 30, ge=0, description="Per-model disk for KV states in data_dir/kv (LRU)."
     )
 
-    @field_validator("dir")
-    @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
-
 
 class RunSettings(BaseModel):
     """What `personad run` starts."""
@@ -96,7 +93,7 @@ class RunSettings(BaseModel):
     personas: list[str] = Field(
         default_factory=lambda: ["demo"], description="Persona manifests to run (by name)."
     )
-    personas_dir: Path = Field(
+    personas_dir: ExpandedPath = Field(
         default_factory=lambda: Path(platformdirs.user_config_dir(_APP)) / "personas",
         description="Directory of persona manifests (NAME.toml).",
     )
@@ -108,11 +105,6 @@ class RunSettings(BaseModel):
         description="An OpenAI-compatible server to use instead of starting the daemon here.",
     )
     seed: int | None = Field(None, description="Seed the behaviour's randomness (testing).")
-
-    @field_validator("personas_dir")
-    @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
 
 
 class LogSettings(BaseModel):
@@ -143,19 +135,14 @@ class Settings(BaseSettings):
     bridges: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Options per bridge, e.g. [bridges.console]."
     )
-    data_dir: Path = Field(
+    data_dir: ExpandedPath = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(_APP)),
         description="Where state (databases, conversation caches) is kept.",
     )
-    cache_dir: Path = Field(
+    cache_dir: ExpandedPath = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir(_APP)),
         description="Downloaded tools, such as llama.cpp's converter scripts.",
     )
-
-    @field_validator("data_dir", "cache_dir")
-    @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
 
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redactor (bridge tokens included)."""

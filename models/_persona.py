@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +14,7 @@ from pydantic import (
 )
 
 from ._manifest import read_toml_model
-from .errors import ManifestError, UnknownModel
+from .errors import UnknownModel
 
 __all__ = [
     "BehaviourSettings",
@@ -145,10 +144,7 @@ class _Profile(BaseModel):
 
 def demo_persona() -> PersonaManifest:
     """The persona that ships with personad, on the demo model."""
-    spec = importlib.util.find_spec(__package__ or "models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ManifestError(Path("demo.toml"), "the demo persona is missing from the package")
-    return load_persona(Path(next(iter(spec.submodule_search_locations))) / "personas/demo.toml")
+    return load_persona(Path(__file__).with_name("personas") / "demo.toml")
 
 
 def load_personas(directory: Path | None, names: list[str]) -> list[PersonaManifest]:

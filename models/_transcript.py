@@ -33,6 +33,7 @@ __all__ = [
     "Action",
     "Event",
     "Line",
+    "attachment_kind",
     "chat_messages",
     "event_line",
     "parse_line",
@@ -115,6 +116,21 @@ def chat_messages(
     transcript = render_transcript(lines).strip() or "(nobody has said anything yet)"
     user = f"The chat so far:\n{transcript}\n\nWrite {persona}'s next message."
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".heic")
+_VIDEO_EXT = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".3gp")
+
+
+def attachment_kind(filename: str, mime: str | None = None) -> Literal["photo", "video", "file"]:
+    """Which transcript command (PHOTO, VIDEO, FILE) an attached file becomes."""
+    major = (mime or "").split("/")[0]
+    name = filename.lower()
+    if major == "image" or name.endswith(_IMAGE_EXT):
+        return "photo"
+    if major == "video" or name.endswith(_VIDEO_EXT):
+        return "video"
+    return "file"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 import discord
 
+from models import attachment_kind
+
 from .._api import Attachment, MessageEvent, User
 
 __all__ = ["attachment_of", "outgoing_mentions", "plain_text", "to_event", "user_of"]
@@ -15,8 +17,6 @@ _USER = re.compile(r"<@!?(\d+)>")
 _ROLE = re.compile(r"<@&(\d+)>")
 _CHANNEL = re.compile(r"<#(\d+)>")
 _EMOJI = re.compile(r"<a?:(\w+):\d+>")
-_VIDEO = (".mp4", ".mov", ".webm", ".mkv", ".avi")
-_IMAGE = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
 
 
 def user_of(user: discord.abc.User, names: Mapping[str, str]) -> User:
@@ -49,13 +49,7 @@ def plain_text(message: discord.Message, names: Mapping[str, str]) -> str:
 
 def attachment_of(item: discord.Attachment) -> Attachment:
     """PHOTO, VIDEO or FILE, with Discord's alt text as the description when present."""
-    kind = (item.content_type or "").split("/")[0]
-    name = item.filename.lower()
-    if kind == "image" or name.endswith(_IMAGE):
-        return Attachment("photo", item.description)
-    if kind == "video" or name.endswith(_VIDEO):
-        return Attachment("video", item.description)
-    return Attachment("file", item.description)
+    return Attachment(attachment_kind(item.filename, item.content_type), item.description)
 
 
 def to_event(

@@ -16,22 +16,22 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from models import attachment_kind
+
 from ..errors import ExportFormatError
 from ._records import ExportMessage, ExportReaction
 
 __all__ = ["READERS", "Reader", "detect", "read_export"]
 
-_IMAGE = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".heic")
-_VIDEO = (".mp4", ".mov", ".webm", ".mkv", ".3gp")
-
 
 def _kind(name: str) -> str:
+    # Exports also name kinds in words ("image omitted", "video_file", "sticker").
     low = name.lower()
-    if low.endswith(_IMAGE) or "photo" in low or "image" in low or "sticker" in low:
+    if any(word in low for word in ("photo", "image", "sticker")):
         return "photo"
-    if low.endswith(_VIDEO) or "video" in low or "gif" in low:
+    if "video" in low or "gif" in low:
         return "video"
-    return "file"
+    return attachment_kind(name)
 
 
 @dataclass(frozen=True)

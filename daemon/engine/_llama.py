@@ -230,7 +230,11 @@ class LlamaModel:
             if state is not None:
                 best = (state, common_prefix(state.tokens, tokens))
         found = self.kv.best_prefix(tokens, scope)
-        if found is not None and (best is None or found[1] > best[1]):
+        if (
+            found is not None
+            and (best is None or found[1] > best[1])
+            and (best is None or found[0] != best[0].key)
+        ):
             state = self.kv.get(found[0])
             if state is not None:
                 best = (state, found[1])
@@ -250,7 +254,7 @@ class LlamaModel:
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
         tokens = np.array(llm.input_ids[: llm.n_tokens], dtype=np.intc)
-        self.kv.put(SavedState(conversation, tokens, bytes(buf)[:written]))
+        self.kv.put(SavedState(conversation, tokens, ctypes.string_at(buf, written)))
 
     def generate(
         self,
