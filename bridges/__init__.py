@@ -10,24 +10,27 @@ from ._api import (
     BridgeHost,
     MessageEvent,
     NoOptions,
+    PersonaEvent,
     PresenceEvent,
     PresenceStatus,
     ReactionEvent,
+    Upcoming,
     User,
 )
-from ._behaviour import PersonaEngine
 from ._completer import Completer, CompletionCall, DaemonCompleter
 from ._registry import GROUP, build_bridge, installed_bridges, load_bridge_class
-from ._store import Store, StoredMessage
-from ._time import APScheduler, Clock, Scheduler, SystemClock
+from ._store import Conversation, PersonaStore, Removed, Store, StoredMessage
+from ._time import APScheduler, Clock, ManualClock, Scheduler, SystemClock
 from .errors import (
     BridgeError,
     BridgeLoadError,
     BridgeOptionsError,
     BridgeStartError,
     NotSupported,
+    StoreTooNew,
     UnknownBridge,
 )
+from .persona import PersonaEngine, PersonaState
 
 __all__ = [
     "GROUP",
@@ -42,19 +45,27 @@ __all__ = [
     "Clock",
     "Completer",
     "CompletionCall",
+    "Conversation",
     "DaemonCompleter",
+    "ManualClock",
     "MessageEvent",
     "NoOptions",
     "NotSupported",
     "PersonaEngine",
+    "PersonaEvent",
+    "PersonaState",
+    "PersonaStore",
     "PresenceEvent",
     "PresenceStatus",
     "ReactionEvent",
+    "Removed",
     "Scheduler",
     "Store",
+    "StoreTooNew",
     "StoredMessage",
     "SystemClock",
     "UnknownBridge",
+    "Upcoming",
     "User",
     "build_bridge",
     "installed_bridges",

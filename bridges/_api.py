@@ -56,9 +56,11 @@ __all__ = [
     "BridgeHost",
     "MessageEvent",
     "NoOptions",
+    "PersonaEvent",
     "PresenceEvent",
     "PresenceStatus",
     "ReactionEvent",
+    "Upcoming",
     "User",
 ]
 
@@ -120,6 +122,35 @@ class PresenceEvent:
     timestamp: datetime
 
 
+@dataclass(frozen=True)
+class PersonaEvent:
+    """Something the persona did on its own, for bridges that show it to a local user.
+
+    ``kind`` is ``presence`` (its day: ``state`` online or offline, with a ``reason``:
+    ``asleep``, ``away``, ``paused`` when offline, ``awake``, ``back``, ``resumed`` when
+    online; ``until`` when it expects to be back) or ``conversation_started`` (in
+    ``channel``). ``change`` is False for a reminder of the current state (at start-up,
+    or when someone writes while the persona is away). ``at`` is in the persona's time zone.
+    """
+
+    kind: Literal["presence", "conversation_started"]
+    persona: str
+    at: datetime
+    state: PresenceStatus | None = None
+    reason: str | None = None
+    until: datetime | None = None
+    channel: str | None = None
+    change: bool = True
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """One of the persona's next scheduled events, e.g. ``goes to sleep`` at 23:00."""
+
+    at: datetime
+    what: str
+
+
 class BridgeHost(Protocol):
     """What personad offers a running bridge: the place to report events."""
 
@@ -134,6 +165,10 @@ class BridgeHost(Protocol):
 
     async def on_delete(self, bridge: Bridge, channel: str, message_id: str) -> None:
         """A message was deleted: it leaves the persona's memory too."""
+
+    def upcoming(self) -> list[Upcoming]:
+        """The persona's next scheduled events, soonest first (the console's ``/when``)."""
+        ...
 
 
 class NoOptions(BaseModel):
@@ -205,6 +240,13 @@ class Bridge:
 
     async def notice(self, channel: str, text: str) -> None:
         """Show an informational note to the local user, where that makes sense (console)."""
+
+    async def persona_event(self, event: PersonaEvent) -> None:
+        """The persona went offline, came back or started a conversation on its own.
+
+        A no-op by default: platforms show presence through :meth:`set_presence` already.
+        A bridge with a local user (the console) can print it.
+        """
 
     async def wait_closed(self) -> None:
         """Return when the bridge has ended by itself (the console's user quit); by default,

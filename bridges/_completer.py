@@ -1,4 +1,5 @@
-"""How the behaviour engine asks a model for text: through the daemon's HTTP API only."""
+"""How the behaviour engine asks a model for text (and forgets a conversation's cached state):
+through the daemon's HTTP API only."""
 
 from __future__ import annotations
 
@@ -29,9 +30,29 @@ class CompletionCall:
 
 
 class Completer(Protocol):
-    """Produces text for a :class:`CompletionCall`; None when it was superseded or failed."""
+    """The engine's model: text for a :class:`CompletionCall`, and forgetting conversations.
 
-    async def __call__(self, call: CompletionCall) -> str | None: ...
+    A server may keep a conversation's processed prompt (its KV state) to answer the next
+    turn faster; that state holds people's words, so when their messages are deleted or
+    forgotten the engine asks for it to be dropped. A server that keeps nothing returns 0.
+
+    Example, a completer that always says the same::
+
+        class Parrot:
+            async def __call__(self, call: CompletionCall) -> str | None:
+                return "Robin: squawk"
+
+            async def drop_conversation(self, conversation: str) -> int:
+                return 0
+    """
+
+    async def __call__(self, call: CompletionCall) -> str | None:
+        """The model's text; None when it was superseded or failed."""
+        ...
+
+    async def drop_conversation(self, conversation: str) -> int:
+        """Drop the cached state of ``conversation``; how many states were dropped."""
+        ...
 
 
 class DaemonCompleter:
@@ -66,3 +87,11 @@ class DaemonCompleter:
                 return None
             log.warning("completion_failed", conversation=call.conversation, error=str(exc))
             return None
+
+    async def drop_conversation(self, conversation: str) -> int:
+        try:
+            return await self.client.drop_conversation(conversation)
+        except DaemonClientError as exc:
+            # The daemon may be down; its states are dropped by `personad forget` or age out.
+            log.warning("state_drop_failed", conversation=conversation, error=str(exc))
+            return 0

@@ -3,31 +3,33 @@
 Lifecycle: load models, connect bridges, then ``READY=1``. A watchdog coroutine pings systemd
 and refreshes ``STATUS=``. SIGTERM/SIGINT: ``STOPPING=1``, new requests get 503, running
 generations finish (up to ``drain_timeout``), bridges and state are closed, exit 0; a second
-signal exits at once. SIGHUP reloads model and persona manifests; bridges stay connected.
+signal exits at once. A stop signal during start-up (a model loading, a bridge connecting)
+ends it without waiting; a model that cannot be loaded ends it with an error. SIGHUP reloads
+model and persona manifests; bridges stay connected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from daemon import Daemon, DaemonClient, Settings
+from daemon import Daemon, DaemonClient, Served, Settings, StopSignals, secure_data_dir, serve
 from daemon._systemd import Notifier
 from models import Catalog, PersonaManifest, load_personas
 
 from ._api import Bridge
-from ._behaviour import PersonaEngine
 from ._completer import DaemonCompleter
 from ._registry import build_bridge
 from ._store import Store
 from ._time import APScheduler, SystemClock
+from .persona import PersonaEngine
 
 __all__ = ["run"]
 
@@ -37,68 +39,17 @@ log = structlog.get_logger("personad.run")
 @contextlib.asynccontextmanager
 async def _daemon(
     settings: Settings, personas: list[PersonaManifest]
-) -> AsyncIterator[tuple[str, Daemon | None]]:
+) -> AsyncIterator[tuple[str, Served | None]]:
     """The daemon on its configured address inside this process, or the configured URL."""
     if settings.run.daemon_url:
         yield settings.run.daemon_url, None
         return
-    import uvicorn
-
-    from daemon import create_app
-
     models = sorted({p.model for p in personas})
     settings = settings.model_copy(
         update={"models": settings.models.model_copy(update={"preload": models})}
     )
-    daemon = Daemon(settings)
-
-    class _Server(uvicorn.Server):
-        # Signals are ours to handle: a stop request drains first, then ends the server.
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield
-
-    server = _Server(
-        uvicorn.Config(
-            create_app(daemon),
-            host=settings.server.host,
-            port=settings.server.port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=int(settings.server.drain_timeout) + 1,
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("the daemon stopped during start-up")
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://{settings.server.host}:{settings.server.port}", daemon
-    finally:
-        server.should_exit = True
-        await task
-
-
-async def _wait_loaded(client: DaemonClient, models: set[str]) -> None:
-    while True:
-        health = await client.health()
-        if health.get("status") == "ok" and models <= set(health.get("loaded", [])):
-            return
-        await asyncio.sleep(0.1)
-
-
-async def _drain(daemon: Daemon, limit: float) -> None:
-    """Refuse new requests and let running generations finish, for at most ``limit`` s."""
-    daemon.service.accepting = False
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while daemon.manager.busy:
-        if loop.time() >= deadline:
-            log.warning("drain_timeout", seconds=limit)
-            return
-        await asyncio.sleep(0.05)
+    async with serve(settings) as served:
+        yield served.url, served
 
 
 def _status(daemon: Daemon | None, bridges: list[Bridge]) -> str:
@@ -121,7 +72,7 @@ def _reload(settings: Settings, daemon: Daemon | None, engines: list[PersonaEngi
     for persona in load_personas(settings.run.personas_dir, settings.run.personas):
         engine = by_name.get(persona.name)
         if engine is not None:
-            engine.persona, engine.b = persona, persona.behaviour
+            engine.reload(persona)
     log.info(
         "manifests_reloaded",
         models=len(daemon.catalog.names) if daemon else None,
@@ -129,79 +80,97 @@ def _reload(settings: Settings, daemon: Daemon | None, engines: list[PersonaEngi
     )
 
 
+@dataclass
+class _Started:
+    served: Served | None
+    engines: list[PersonaEngine]
+    bridges: list[Bridge]
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack, settings: Settings, personas: list[PersonaManifest]
+) -> _Started:
+    """Daemon (models loaded), store, scheduler, engines and connected bridges."""
+    url, served = await stack.enter_async_context(_daemon(settings, personas))
+    key = settings.server.api_key
+    client = DaemonClient(url, api_key=key.get_secret_value() if key else None)
+    stack.push_async_callback(client.aclose)
+    store = Store(settings.data_dir / "personad.db")
+    stack.callback(store.close)
+    clock = SystemClock()
+    scheduler = APScheduler(clock)
+    scheduler.start()
+    stack.callback(scheduler.shutdown)
+    rng = random.Random(settings.run.seed)
+    started = _Started(served, [], [])
+    for persona in personas:
+        engine = PersonaEngine(
+            persona,
+            DaemonCompleter(client, persona.model, persona.adapter),
+            store,
+            clock,
+            scheduler,
+            random.Random(rng.random()),
+        )
+        for name in settings.run.bridges:
+            bridge = build_bridge(
+                name, settings.bridges.get(name, {}), engine, persona=persona.name
+            )
+            bridge.clock = clock
+            engine.attach(bridge)
+            started.bridges.append(bridge)
+        started.engines.append(engine)
+    for bridge in started.bridges:
+        stack.push_async_callback(bridge.stop)
+        await bridge.start()
+        log.info("bridge_started", bridge=bridge.name, persona=bridge.persona)
+    for engine in started.engines:
+        stack.push_async_callback(engine.stop)
+        await engine.start()
+    return started
+
+
+async def _until_stopped(
+    settings: Settings, started: _Started, notifier: Notifier, stop: asyncio.Event
+) -> None:
+    """Serve until a bridge ends or a stop signal arrives, then drain."""
+    daemon = started.served.daemon if started.served is not None else None
+    bridges = started.bridges
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, _reload, settings, daemon, started.engines)
+    notifier.notify(READY=1, STATUS=_status(daemon, bridges))
+    log.info("ready", personas=[e.name for e in started.engines], bridges=settings.run.bridges)
+    watchdog = asyncio.ensure_future(notifier.watchdog(lambda: _status(daemon, bridges)))
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(b.wait_closed()) for b in bridges]
+    waits.append(asyncio.ensure_future(stop.wait()))
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    log.info("stopping")
+    if started.served is not None:
+        await started.served.drain()
+    watchdog.cancel()
+
+
 async def run(settings: Settings, notifier: Notifier | None = None) -> int:
-    """Run the personas on their bridges until a bridge ends or a stop signal arrives."""
+    """Run the personas on their bridges until a bridge ends or a stop signal arrives.
+
+    A stop signal during start-up (a model still loading, a bridge still connecting) ends
+    the start-up at once.
+    """
     notifier = notifier or Notifier(None)
     personas = load_personas(settings.run.personas_dir, settings.run.personas)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = 0
-
-    def on_stop() -> None:
-        nonlocal signals
-        signals += 1
-        if signals > 1:
-            log.warning("second_signal_exiting_now")
-            os._exit(1)
-        notifier.notify(STOPPING=1, STATUS="stopping: finishing running generations")
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_stop)
-    async with contextlib.AsyncExitStack() as stack:
-        url, daemon = await stack.enter_async_context(_daemon(settings, personas))
-        key = settings.server.api_key
-        client = DaemonClient(url, api_key=key.get_secret_value() if key else None)
-        stack.push_async_callback(client.aclose)
-        if daemon is not None:
-            await _wait_loaded(client, {p.model for p in personas})
-        store = Store(settings.data_dir / "personad.db")
-        stack.callback(store.close)
-        clock = SystemClock()
-        scheduler = APScheduler(clock)
-        scheduler.start()
-        stack.callback(scheduler.shutdown)
-        rng = random.Random(settings.run.seed)
-        engines: list[PersonaEngine] = []
-        bridges: list[Bridge] = []
-        for persona in personas:
-            engine = PersonaEngine(
-                persona,
-                DaemonCompleter(client, persona.model, persona.adapter),
-                store,
-                clock,
-                scheduler,
-                random.Random(rng.random()),
-            )
-            for name in settings.run.bridges:
-                bridge = build_bridge(
-                    name, settings.bridges.get(name, {}), engine, persona=persona.name
-                )
-                bridge.clock = clock
-                engine.attach(bridge)
-                bridges.append(bridge)
-            engines.append(engine)
-        for bridge in bridges:
-            stack.push_async_callback(bridge.stop)
-            await bridge.start()
-            log.info("bridge_started", bridge=bridge.name, persona=bridge.persona)
-        for engine in engines:
-            stack.push_async_callback(engine.stop)
-            await engine.start()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, _reload, settings, daemon, engines)
-        notifier.notify(READY=1, STATUS=_status(daemon, bridges))
-        log.info("ready", personas=[p.name for p in personas], bridges=settings.run.bridges)
-        watchdog = asyncio.ensure_future(notifier.watchdog(lambda: _status(daemon, bridges)))
-        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(b.wait_closed()) for b in bridges]
-        waits.append(asyncio.ensure_future(stop.wait()))
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
-        log.info("stopping")
-        if daemon is not None:
-            await _drain(daemon, settings.server.drain_timeout)
-        watchdog.cancel()
+    secure_data_dir(settings.data_dir)
+    signals = StopSignals(
+        lambda: notifier.notify(STOPPING=1, STATUS="stopping: finishing running generations")
+    )
+    with signals.installed():
+        async with contextlib.AsyncExitStack() as stack:
+            started: _Started | None = None
+            with signals.starting():
+                started = await _start(stack, settings, personas)
+            if started is not None and not signals.stopping.is_set():
+                await _until_stopped(settings, started, notifier, signals.stopping)
     log.info("stopped")
     return 0

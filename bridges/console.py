@@ -1,24 +1,29 @@
 """The console bridge: chat with the persona in the terminal.
 
 Lines typed are messages from "you" in the channel ``console``. The persona's messages,
-replies, reactions, typing and presence changes are printed as they happen. ``/wait 3h``
-pretends time has passed (to try session gaps), ``/quit`` or Ctrl-D ends the session.
+replies, reactions and typing are printed as they happen, and what it does on its own as
+status lines (``-- 23:00 Robin went offline (asleep)``). ``/wait 3h`` lets time pass: what
+the persona had planned in those hours happens, in order. ``/when`` lists what it plans
+next, ``/quit`` or Ctrl-D ends the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import re
 import sys
 import threading
+import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._api import Bridge, BridgeHost, MessageEvent, PresenceStatus, User
+from ._api import Bridge, BridgeHost, MessageEvent, PersonaEvent, PresenceStatus, User
+from ._time import ManualClock
 
 __all__ = ["ConsoleBridge", "ConsoleOptions"]
 
@@ -58,13 +63,22 @@ class ConsoleBridge(Bridge):
         self.opts = ConsoleOptions.model_validate(options.model_dump())
         self._in: Iterable[str] = stdin if stdin is not None else sys.stdin
         self._out = stdout or sys.stdout
+        # Ids must never repeat across restarts (the persona's memory outlives a session):
+        # a per-start random prefix and a counter.
+        self._session = uuid.uuid4().hex[:12]
         self._ids = itertools.count(1)
         self._texts: dict[str, str] = {}
         self._closed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._typing_shown = False
         self.you = User("console-user", self.opts.you)
+        self.presence: PresenceStatus = "online"
+        # Lines taken from the input so far (tests wait on it).
+        self.lines_done = 0
         self.posted: list[str] = []
+
+    def _id(self, kind: str) -> str:
+        return f"{kind}-{self._session}-{next(self._ids)}"
 
     def _print(self, text: str) -> None:
         self._out.write(text + "\n")
@@ -75,7 +89,10 @@ class ConsoleBridge(Bridge):
 
     async def start(self) -> None:
         self.me = User("console-persona", self.persona or "persona", is_bot=True)
-        self._print(f"chatting with {self.me.name}; /wait 3h lets time pass, /quit ends")
+        self._print(
+            f"chatting with {self.me.name}; /wait 3h lets time pass, /when shows "
+            f"{self.me.name}'s plans, /quit ends"
+        )
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -94,14 +111,21 @@ class ConsoleBridge(Bridge):
     async def _consume(self, lines: asyncio.Queue[str | None]) -> None:
         while (line := await lines.get()) is not None:
             text = line.strip()
-            if not text:
-                continue
             if text in ("/quit", "/exit"):
                 break
-            if text.startswith("/wait"):
-                self._wait(text.removeprefix("/wait").strip())
-                continue
-            mid = f"c{next(self._ids)}"
+            await self._take(text)
+            self.lines_done += 1
+        self._closed.set()
+
+    async def _take(self, text: str) -> None:
+        if not text:
+            return
+        if text.startswith("/wait"):
+            await self._wait(text.removeprefix("/wait").strip())
+        elif text == "/when":
+            self._when()
+        else:
+            mid = self._id("c")
             self._texts[mid] = text
             await self.host.on_message(
                 self,
@@ -114,16 +138,22 @@ class ConsoleBridge(Bridge):
                     channel_name=self.opts.channel,
                 ),
             )
-        self._closed.set()
 
-    def _wait(self, arg: str) -> None:
+    async def _wait(self, arg: str) -> None:
         m = _DURATION.match(arg or "")
-        advance = getattr(self.clock, "advance", None)
-        if m is None or advance is None:
+        if m is None or not isinstance(self.clock, ManualClock):
             self._print("(usage: /wait 90m, /wait 3h)")
             return
-        advance(float(m[1]) * _UNITS[m[2]])
         self._print(f"({arg} pass)")
+        await self.clock.advance(float(m[1]) * _UNITS[m[2]])
+
+    def _when(self) -> None:
+        upcoming = getattr(self.host, "upcoming", None)
+        plans = upcoming() if upcoming is not None else []
+        if not plans:
+            self._print(f"-- {self.persona} has nothing planned")
+        for item in plans:
+            self._print(f"-- {item.at:%a %H:%M} {self.persona} {item.what}")
 
     async def wait_closed(self) -> None:
         """Return when the user quits (or input ends)."""
@@ -136,7 +166,7 @@ class ConsoleBridge(Bridge):
 
     def _posted(self, text: str) -> str:
         self._typing_shown = False
-        mid = f"p{next(self._ids)}"
+        mid = self._id("p")
         self._texts[mid] = text
         self.posted.append(text)
         return mid
@@ -160,7 +190,36 @@ class ConsoleBridge(Bridge):
             self._typing_shown = True
 
     async def set_presence(self, status: PresenceStatus, text: str | None = None) -> None:
-        self._print(f"({self.persona} is now {status}{': ' + text if text else ''})")
+        # Shown with its reason by persona_event instead.
+        self.presence = status
+
+    async def persona_event(self, event: PersonaEvent) -> None:
+        self._print(_status_line(event, self._now()))
 
     async def notice(self, channel: str, text: str) -> None:
         self._print(f"— {text} —")
+
+
+_OFFLINE = {"asleep": "is asleep", "away": "is away", "paused": "is paused"}
+
+
+def _wait_hint(delta: timedelta) -> str:
+    minutes = max(1, math.ceil(delta.total_seconds() / 60))
+    return f"/wait {math.ceil(minutes / 60)}h" if minutes > 90 else f"/wait {minutes}m"
+
+
+def _status_line(event: PersonaEvent, now: datetime) -> str:
+    """The console's line for something the persona did on its own."""
+    who = event.persona
+    if event.kind == "conversation_started":
+        return f"-- {event.at:%H:%M} {who} started a conversation"
+    if event.state == "online":
+        return f"-- {event.at:%H:%M} {who} is back" if event.change else f"-- {who} is here"
+    if event.change:
+        return f"-- {event.at:%H:%M} {who} went offline ({event.reason or 'away'})"
+    where = _OFFLINE.get(event.reason or "", "is offline")
+    if event.until is None:
+        return f"-- {who} {where}" + (
+            f"; personad resume {who}" if event.reason == "paused" else ""
+        )
+    return f"-- {who} {where} until {event.until:%H:%M}; {_wait_hint(event.until - now)}"

@@ -4,10 +4,13 @@ BridgeError
 ├── BridgeLoadError(ImportError)     an enabled bridge could not be imported or built
 ├── UnknownBridge(LookupError)       no entry point of that name
 ├── BridgeOptionsError(ValueError)   the bridge's options table is invalid
-└── NotSupported(NotImplementedError) the platform cannot do that (check capabilities)
+├── NotSupported(NotImplementedError) the platform cannot do that (check capabilities)
+└── StoreTooNew(RuntimeError)        the state database was written by a newer personad
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 __all__ = [
     "BridgeError",
@@ -15,6 +18,7 @@ __all__ = [
     "BridgeOptionsError",
     "BridgeStartError",
     "NotSupported",
+    "StoreTooNew",
     "UnknownBridge",
 ]
 
@@ -64,3 +68,16 @@ class NotSupported(BridgeError, NotImplementedError):
 
     def __init__(self, bridge: str, operation: str) -> None:
         super().__init__(f"bridge {bridge!r} does not support {operation}")
+
+
+class StoreTooNew(BridgeError, RuntimeError):
+    """The state database has a schema version this personad does not know."""
+
+    def __init__(self, path: Path, found: int, supported: int) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{path} was written by a newer personad (schema version {found}; this one reads "
+            f"up to {supported}): upgrade personad, or move the file away to start afresh"
+        )

@@ -3,7 +3,8 @@
 - :class:`FakeClock`: a clock and scheduler whose time moves only when told.
 - :class:`RecordingBridge`: a bridge that records what the persona does and lets a test
   speak as other users.
-- :class:`ScriptedCompleter`: model answers from a script, recording the prompts.
+- :class:`ScriptedCompleter`: model answers from a script, recording the prompts and the
+  conversations whose cached state the engine dropped.
 - :class:`FakeHost`: a host that records the events a bridge reports.
 - :class:`BridgeContract`: tests every bridge must pass; subclass it in your test suite::
 
@@ -37,9 +38,11 @@ from ._api import (
     Bridge,
     BridgeHost,
     MessageEvent,
+    PersonaEvent,
     PresenceEvent,
     PresenceStatus,
     ReactionEvent,
+    Upcoming,
     User,
 )
 from ._completer import CompletionCall
@@ -56,7 +59,8 @@ __all__ = [
 
 
 class FakeClock:
-    """Clock and :class:`~bridges._time.Scheduler` for tests: ``await advance(seconds)``."""
+    """Clock, :class:`~bridges.Scheduler` and :class:`~bridges.ManualClock` for tests:
+    time moves only on ``await advance(seconds)``, which runs the jobs due on the way."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday noon
@@ -142,6 +146,8 @@ class ScriptedCompleter:
         self._fn = script if callable(script) else None
         self._items = None if callable(script) else list(script)
         self.calls: list[CompletionCall] = []
+        # Conversation keys the engine asked to forget, in order.
+        self.dropped: list[str] = []
 
     async def __call__(self, call: CompletionCall) -> str | None:
         self.calls.append(call)
@@ -151,9 +157,17 @@ class ScriptedCompleter:
             return None
         return self._items.pop(0)
 
+    async def drop_conversation(self, conversation: str) -> int:
+        self.dropped.append(conversation)
+        return 1
+
 
 class RecordingBridge(Bridge):
-    """A bridge whose platform is a list: it records actions with the clock's time."""
+    """A bridge whose platform is a list: it records actions with the clock's time.
+
+    Message ids are ``m1``, ``m2``, ...; a bridge standing for the same platform after a
+    restart continues them with ``first_id``.
+    """
 
     name = "fake"
     can_reply = can_react = can_type = can_presence = can_attach = True
@@ -166,13 +180,14 @@ class RecordingBridge(Bridge):
         *,
         persona: str = "Robin",
         clock: FakeClock | None = None,
+        first_id: int = 1,
     ) -> None:
         super().__init__(options, host, persona=persona)
         self._clock = clock or FakeClock()
         self.clock = self._clock
         self.me = User("persona-1", persona, is_bot=True)
         self.actions: list[tuple[Any, ...]] = []
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_id)
 
     def _id(self) -> str:
         return f"m{next(self._ids)}"
@@ -239,6 +254,13 @@ class RecordingBridge(Bridge):
     async def notice(self, channel: str, text: str) -> None:
         self.actions.append(("notice", channel, text, self._clock.now()))
 
+    async def persona_event(self, event: PersonaEvent) -> None:
+        self.actions.append(("event", event.channel or "", event, self._clock.now()))
+
+    def events(self) -> list[PersonaEvent]:
+        """What the persona reported doing on its own, oldest first."""
+        return [a[2] for a in self.actions if a[0] == "event"]
+
 
 class FakeHost:
     """A :class:`BridgeHost` that records what a bridge reports."""
@@ -248,6 +270,8 @@ class FakeHost:
         self.reactions: list[ReactionEvent] = []
         self.presences: list[PresenceEvent] = []
         self.deleted: list[tuple[str, str]] = []
+        # What upcoming() returns (the console's /when).
+        self.schedule: list[Upcoming] = []
         self.received = asyncio.Event()
 
     async def on_message(self, bridge: Bridge, event: MessageEvent) -> None:
@@ -262,6 +286,9 @@ class FakeHost:
 
     async def on_delete(self, bridge: Bridge, channel: str, message_id: str) -> None:
         self.deleted.append((channel, message_id))
+
+    def upcoming(self) -> list[Upcoming]:
+        return list(self.schedule)
 
 
 _CAPABILITIES = {

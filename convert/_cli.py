@@ -21,10 +21,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from models import ModelManifest, write_manifest
+from models import QUANT_TYPES, ModelManifest, write_manifest
 
 from ._hf import HF_OUTTYPES
-from ._merge import QUANT_CHOICES
 
 __all__ = ["convert_app"]
 
@@ -112,7 +111,7 @@ def merge_cmd(
     out: Annotated[Path, typer.Option(help="Output GGUF.")],
     quant: Annotated[
         str | None,
-        typer.Option(help=f"Quantize the result: {', '.join(QUANT_CHOICES)}."),
+        typer.Option(help=f"Quantize the result: {', '.join(QUANT_TYPES)}."),
     ] = None,
     register: Register = None,
     allow_pickle: AllowPickle = False,
@@ -122,7 +121,7 @@ def merge_cmd(
     """Merge a LoRA/DoRA adapter into its base and optionally quantize the result."""
     from ._merge import merge
 
-    _choice(quant, QUANT_CHOICES, "--quant")
+    _choice(quant, tuple(QUANT_TYPES), "--quant")
     with _progress(base, not as_json) as progress:
         result = merge(
             base, adapter, out, quant=quant, allow_pickle=allow_pickle, progress=progress
@@ -167,7 +166,7 @@ def adapter_cmd(
 def quantize_cmd(
     src: Annotated[Path, typer.Argument(help="F32/F16/BF16 GGUF.")],
     out: Annotated[Path, typer.Argument(help="Output GGUF.")],
-    qtype: Annotated[str, typer.Option("--type", help=f"Target type: {', '.join(QUANT_CHOICES)}.")],
+    qtype: Annotated[str, typer.Option("--type", help=f"Target type: {', '.join(QUANT_TYPES)}.")],
     register: Register = None,
     as_json: Json = False,
     config: Config = None,
@@ -175,7 +174,7 @@ def quantize_cmd(
     """Quantize a GGUF with llama.cpp."""
     from ._quantize import quantize_file
 
-    _choice(qtype, QUANT_CHOICES, "--type")
+    _choice(qtype, tuple(QUANT_TYPES), "--type")
     result = quantize_file(src, out, qtype)
     manifest = _register(register, config, path=out.resolve())
     summary = {**asdict(result), "registered": str(manifest) if manifest else None}

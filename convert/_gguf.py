@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models import GGUFError, open_gguf
+
 from ._arch import ArchInfo
 from ._safetensors import bf16_to_f32, f32_to_bf16
 from .errors import InputError, SplitGGUF
@@ -55,24 +57,12 @@ class BaseGGUF:
     """A memory-mapped GGUF with checks for what merging needs."""
 
     def __init__(self, path: Path) -> None:
-        import gguf
-
         self.path = path
         try:
-            size = path.stat().st_size
-            with path.open("rb") as fh:
-                magic = fh.read(4)
-        except FileNotFoundError as exc:
-            raise InputError(path, "file not found") from exc
-        if magic != b"GGUF":
-            raise InputError(path, "not a GGUF file", "pass a .gguf model (convert hf makes one)")
-        try:
-            self.reader = gguf.GGUFReader(path, "r")
-        except (ValueError, IndexError, KeyError, OSError) as exc:
-            raise InputError(path, f"truncated or damaged ({exc})", "fetch it again") from exc
-        end = max((int(t.data_offset) + int(t.n_bytes) for t in self.reader.tensors), default=0)
-        if end > size:
-            raise InputError(path, f"truncated: needs {end} bytes, has {size}", "fetch it again")
+            self.reader = open_gguf(path)
+        except GGUFError as exc:
+            # models owns what makes a GGUF readable; convert reports it as one of its inputs.
+            raise InputError(exc.path, exc.problem, exc.fix) from exc
         split = self.field("split.count")
         if isinstance(split, int) and split > 1:
             raise SplitGGUF(path, split)

@@ -15,10 +15,10 @@ from models import atomic_path, scratch_path
 from ._arch import ArchInfo
 from ._gguf import FLOAT_TYPES, BaseGGUF, StreamWriter, copy_metadata
 from ._peft import LoraModule, PeftAdapter, SavedTensor
+from ._quantize import check_quant
 from .errors import ArchitectureMismatch, InputError, QuantizedBase, ShapeMismatch, VocabResized
 
 __all__ = [
-    "QUANT_CHOICES",
     "MergePlan",
     "MergeResult",
     "Progress",
@@ -27,8 +27,6 @@ __all__ = [
     "plan_merge",
 ]
 
-# What --quant accepts; the engine maps each to llama.cpp's file type.
-QUANT_CHOICES = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16", "BF16", "F32")
 # Rows are processed in blocks of about this many float32 bytes.
 _CHUNK_BYTES = 32 << 20
 
@@ -206,10 +204,8 @@ def merge(
     is complete: an error or Ctrl-C leaves no file behind.
     """
     started = time.monotonic()
-    if quant is not None and quant not in QUANT_CHOICES:
-        raise ValueError(
-            f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_CHOICES)}"
-        )
+    if quant is not None:
+        check_quant(quant, "--quant")
     base = BaseGGUF(base_path)
     try:
         adapter = PeftAdapter.load(adapter_dir, allow_pickle=allow_pickle)

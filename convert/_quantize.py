@@ -6,12 +6,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from models import atomic_path
+from models import QUANT_TYPES, atomic_path
 
 from ._gguf import BaseGGUF
-from ._merge import QUANT_CHOICES
+from .errors import BadOption
 
-__all__ = ["QuantizeResult", "quantize_file"]
+__all__ = ["QuantizeResult", "check_quant", "quantize_file"]
+
+
+def check_quant(qtype: str, option: str = "--type") -> None:
+    """Refuse a type that is not in ``models.QUANT_TYPES``, listing the ones that are."""
+    if qtype not in QUANT_TYPES:
+        raise BadOption(
+            option, f"unknown quantization {qtype!r}", f"choose one of {', '.join(QUANT_TYPES)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -29,8 +37,7 @@ def quantize_file(
 ) -> QuantizeResult:
     """Quantize ``src`` to ``qtype`` at ``out``; the file appears only when complete."""
     started = time.monotonic()
-    if qtype not in QUANT_CHOICES:
-        raise ValueError(f"unknown type {qtype!r}; choose one of {', '.join(QUANT_CHOICES)}")
+    check_quant(qtype)
     BaseGGUF(src).close()  # a clear error for missing, truncated, split or non-GGUF input
     from daemon.engine import quantize
 

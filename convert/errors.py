@@ -3,7 +3,10 @@
 ConvertError
 ├── InputError(ValueError)                 an input is missing, truncated or malformed
 │   ├── PickleRefused                      adapter weights are a pickle (.bin)
-│   └── SplitGGUF                          the base is split over several files
+│   ├── SplitGGUF                          the base is split over several files
+│   ├── ExportFormatError                  a chat export of no known format, or malformed
+│   │   └── MixedTimestamps                some timestamps have a UTC offset, some not
+│   └── BadOption                          a command-line option that cannot be used
 ├── IncompatibleBase(ValueError)           the base cannot take this adapter
 │   ├── QuantizedBase                      merge needs F16/BF16/F32 weights
 │   ├── ArchitectureMismatch               the adapter targets tensors the base lacks
@@ -22,6 +25,7 @@ from pathlib import Path
 
 __all__ = [
     "ArchitectureMismatch",
+    "BadOption",
     "ConvertError",
     "ConverterFailed",
     "DoraNotExportable",
@@ -29,6 +33,7 @@ __all__ = [
     "IncompatibleBase",
     "InputError",
     "MissingExtra",
+    "MixedTimestamps",
     "PickleRefused",
     "QuantizedBase",
     "ShapeMismatch",
@@ -45,10 +50,12 @@ class ConvertError(Exception):
 class InputError(ConvertError, ValueError):
     """An input file or directory is missing, truncated or malformed."""
 
-    def __init__(self, path: Path, problem: str, fix: str = "") -> None:
-        self.path = path
+    def __init__(self, path: Path | str, problem: str, fix: str = "") -> None:
+        self.path = path  # a file, or the option that names one
         self.problem = problem
-        super().__init__(f"{path}: {problem}" + (f"; {fix}" if fix else ""))
+        message = f"{path}: {problem}" + (f"; {fix}" if fix else "")
+        # One line, always: paths and quoted export content may hold line breaks.
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class PickleRefused(InputError):
@@ -68,6 +75,30 @@ class ExportFormatError(InputError):
     def __init__(self, path: Path, where: str, expected: str) -> None:
         self.where = where
         super().__init__(path, f"unexpected content at {where}", f"expected {expected}")
+
+
+class MixedTimestamps(ExportFormatError):
+    """An export whose timestamps are partly with, partly without a UTC offset."""
+
+    def __init__(self, path: Path, where: str, *, has_offset: bool) -> None:
+        self.where = where
+        self.has_offset = has_offset
+        this, earlier = ("has a", "do not") if has_offset else ("has no", "do")
+        InputError.__init__(
+            self,
+            path,
+            f"the timestamp of {where} {this} UTC offset but the earlier ones {earlier}, "
+            "so their order is unknown",
+            "export the chat again so every timestamp carries its offset",
+        )
+
+
+class BadOption(InputError):
+    """An option value that cannot be used (an unknown time zone, an unusable --out)."""
+
+    def __init__(self, option: str, problem: str, fix: str) -> None:
+        self.option = option
+        super().__init__(option, problem, fix)
 
 
 class SplitGGUF(InputError):

@@ -3,6 +3,17 @@
 from ._api import create_app
 from ._client import DEFAULT_URL, DaemonClient, DaemonClientError
 from ._daemon import Daemon
+from ._kvfiles import drop_conversation_files
+from ._server import (
+    PortUnavailable,
+    PreloadFailed,
+    Served,
+    StartupError,
+    StopSignals,
+    restrict_umask,
+    secure_data_dir,
+    serve,
+)
 from ._settings import (
     LogSettings,
     ModelsSettings,
@@ -19,9 +30,18 @@ __all__ = [
     "DaemonClientError",
     "LogSettings",
     "ModelsSettings",
+    "PortUnavailable",
+    "PreloadFailed",
+    "Served",
     "ServerSettings",
     "Settings",
+    "StartupError",
+    "StopSignals",
     "create_app",
     "default_config_path",
+    "drop_conversation_files",
     "load_settings",
+    "restrict_umask",
+    "secure_data_dir",
+    "serve",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import inspect
 import json
 import time
 import uuid
@@ -14,16 +14,18 @@ from typing import Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ._daemon import Daemon
+from ._guards import KeyCheck, OriginCheck, read_json_body
 from ._schemas import ChatCompletionBody, CompletionBody, _Body
 from ._service import CompletionJob, CompletionRequest
-from .errors import InvalidRequest, RequestError, Unauthorized
+from .errors import ConfigError, InvalidRequest, RequestError, clip
 
 __all__ = ["create_app"]
 
@@ -35,6 +37,10 @@ class _ClientGone(Exception):
     """The client closed the connection before the response was ready."""
 
 
+class _SendTimeout(Exception):
+    """The client stopped reading a streamed response for longer than the send timeout."""
+
+
 def _error_body(message: str, etype: str, param: str | None, code: str | None) -> dict[str, Any]:
     return {"error": {"message": message, "type": etype, "param": param, "code": code}}
 
@@ -43,6 +49,8 @@ def _error_response(exc: RequestError) -> JSONResponse:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(int(exc.retry_after))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(
         _error_body(str(exc), exc.error_type, exc.param, exc.code),
         status_code=exc.status,
@@ -73,19 +81,38 @@ async def _unless_disconnected(request: Request, coro: Coroutine[Any, Any, T]) -
 
 
 class _CleanupStreamingResponse(StreamingResponse):
-    """A streaming response that always runs ``cleanup``, even if the body never started."""
+    """A streaming response that always runs ``cleanup``, even if the body never started.
 
-    def __init__(self, content: AsyncIterator[str], cleanup: Callable[[], Awaitable[Any]]) -> None:
+    Each send may take at most ``send_timeout`` seconds: a client that stops reading would
+    otherwise hold its model slot (and its connection) for as long as it likes.
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterator[str],
+        cleanup: Callable[[], Awaitable[Any]],
+        send_timeout: float,
+    ) -> None:
         super().__init__(
             content,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         self._cleanup = cleanup
+        self._send_timeout = send_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def timed_send(message: Message) -> None:
+            try:
+                await asyncio.wait_for(send(message), self._send_timeout)
+            except TimeoutError:
+                raise _SendTimeout() from None
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, timed_send)
+        except* _SendTimeout:
+            # Ending without completing the response makes the server close the connection.
+            log.warning("stream_send_timeout", seconds=self._send_timeout)
         finally:
             await self._cleanup()
 
@@ -93,11 +120,11 @@ class _CleanupStreamingResponse(StreamingResponse):
 B = TypeVar("B", bound=_Body)
 
 
-async def _parse(request: Request, model: type[B]) -> B:
-    """Validate a JSON body whatever its Content-Type (curl -d sends a form type)."""
-    raw = await request.body()
+async def _parse(request: Request, model: type[B], limit: int) -> B:
+    """Validate a JSON body (declared as JSON: a cross-site form cannot be) of at most ``limit``."""
+    raw = await read_json_body(request, limit)
     try:
-        return model.model_validate_json(raw or b"{}")
+        body = model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err.get("loc", ())) or None
@@ -105,6 +132,8 @@ async def _parse(request: Request, model: type[B]) -> B:
             raise InvalidRequest(f"the body is not valid JSON: {err.get('msg')}") from None
         message = f"{param}: {err.get('msg')}" if param else str(err.get("msg"))
         raise InvalidRequest(message, param=param) from None
+    body.refuse_unsupported()
+    return body
 
 
 def _sse(data: dict[str, Any]) -> str:
@@ -126,19 +155,35 @@ class _Api:
             "running": {s.name: s.queue.running is not None for s in manager.slots()},
             "queued": {s.name: s.queue.depth() for s in manager.slots()},
         }
+        failed = self.daemon.preload_problems()
         if not self.daemon.service.accepting:
             body["status"] = "stopping"
-            return JSONResponse(body, status_code=503)
-        if manager.loading:
+        elif failed:
+            # Not ready until everything asked for at start-up is, as llama-server says.
+            body["status"] = "error"
+            body["reason"] = "; ".join(
+                f"model {n!r} failed to load: {r}" for n, r in failed.items()
+            )
+            body["failed"] = failed
+        elif manager.loading or self.daemon.preloading:
             body["status"] = "loading"
-            body["reason"] = f"loading model {', '.join(manager.loading)}"
-            return JSONResponse(body, status_code=503)
-        return JSONResponse(body)
+            body["reason"] = f"loading model {', '.join(manager.loading) or 'preloads'}"
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     async def metrics(self) -> Response:
         return Response(
             generate_latest(self.daemon.metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
+
+    async def drop_conversation(self, conversation: str) -> dict[str, Any]:
+        """Forget a conversation's KV states in every model and adapter (privacy)."""
+        if len(conversation) > 256:
+            raise InvalidRequest("conversation: at most 256 characters", param="conversation")
+        dropped = self.daemon.manager.drop_conversation(conversation)
+        if inspect.isawaitable(dropped):
+            dropped = await dropped
+        log.info("conversation_dropped", conversation=clip(conversation), states=dropped)
+        return {"conversation": conversation, "dropped": dropped}
 
     async def list_models(self) -> dict[str, Any]:
         data = []
@@ -168,7 +213,7 @@ class _Api:
         )
 
     async def chat(self, request: Request) -> Response:
-        body = await _parse(request, ChatCompletionBody)
+        body = await _parse(request, ChatCompletionBody, self.daemon.settings.server.max_body_bytes)
         creq = self._request(
             body,
             "chat",
@@ -178,7 +223,7 @@ class _Api:
         return await self._respond(request, body, creq, chat=True)
 
     async def complete(self, request: Request) -> Response:
-        body = await _parse(request, CompletionBody)
+        body = await _parse(request, CompletionBody, self.daemon.settings.server.max_body_bytes)
         creq = self._request(body, "text", prompt=body.text(), max_tokens=body.max_tokens)
         return await self._respond(request, body, creq, chat=False)
 
@@ -194,7 +239,9 @@ class _Api:
             await _unless_disconnected(request, handle.wait_started(self.daemon.manager.clock()))
             if body.stream:
                 return _CleanupStreamingResponse(
-                    self._stream(handle, chat=chat, usage=body.include_usage()), stack.aclose
+                    self._stream(handle, chat=chat, usage=body.include_usage()),
+                    stack.aclose,
+                    self.daemon.settings.server.send_timeout,
                 )
             text = await _unless_disconnected(request, self._collect(handle))
         except _ClientGone:
@@ -297,10 +344,18 @@ class _Api:
         except RequestError as exc:
             # Headers are gone already: report the error in the stream, as OpenAI does.
             yield _sse(_error_body(str(exc), exc.error_type, exc.param, exc.code))
+        except Exception as exc:  # anything else ends the stream with an event, never a reset
+            log.exception("stream_failed", model=handle.model, error=clip(str(exc), 300))
+            yield _sse(_error_body(f"generation failed: {exc}", "server_error", None, None))
 
 
 def create_app(daemon: Daemon) -> FastAPI:
     """The ASGI app; its lifespan starts and stops ``daemon``."""
+    server = daemon.settings.server
+    key = server.api_key
+    if key is not None and not key.get_secret_value().strip():
+        # Settings refuse it already; settings copied without validation must not slip by.
+        raise ConfigError("server.api_key", "the API key is empty; set a real key or remove it")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -310,29 +365,42 @@ def create_app(daemon: Daemon) -> FastAPI:
         finally:
             await daemon.aclose()
 
+    origins = OriginCheck(server)
     app = FastAPI(
-        title="personad", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+        title="personad",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served below, behind the key
+        dependencies=[Depends(origins)],
     )
     api = _Api(daemon)
-    key = daemon.settings.server.api_key
 
-    async def require_key(request: Request) -> None:
-        if key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), key.get_secret_value().encode()
-        ):
-            raise Unauthorized()
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
 
     app.add_api_route("/health", api.health, methods=["GET"])
-    guarded = APIRouter(dependencies=[Depends(require_key)])
-    guarded.add_api_route("/metrics", api.metrics, methods=["GET"])
+    guarded = APIRouter(dependencies=[Depends(KeyCheck(server))])
+    guarded.add_api_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
+    guarded.add_api_route(
+        "/metrics", api.metrics, methods=["GET"], response_class=PlainTextResponse
+    )
     guarded.add_api_route("/v1/models", api.list_models, methods=["GET"])
     guarded.add_api_route("/v1/chat/completions", api.chat, methods=["POST"])
     guarded.add_api_route("/v1/completions", api.complete, methods=["POST"])
+    guarded.add_api_route(
+        "/v1/conversations/{conversation:path}", api.drop_conversation, methods=["DELETE"]
+    )
     app.include_router(guarded)
+    if server.allowed_origins:
+        # Pages of the configured origins may also read the answers (CORS preflight).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=server.allowed_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     @app.middleware("http")
     async def bind_request_id(
@@ -346,14 +414,25 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @app.exception_handler(RequestError)
     async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
-        log.info("request_failed", status=exc.status, code=exc.code, error=str(exc))
+        # The message may quote what the client sent: a log line stays short whatever it sent.
+        log.info("request_failed", status=exc.status, code=exc.code, error=clip(str(exc), 300))
         return _error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette still logs the traceback; the client gets the error object, not plain text.
+        return JSONResponse(
+            _error_body(f"internal error: {clip(str(exc), 300)}", "server_error", None, None),
+            status_code=500,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # exc.headers carries Allow on a 405.
         return JSONResponse(
             _error_body(str(exc.detail), "invalid_request_error", None, None),
             status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     return app

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import json
-import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +20,7 @@ from convert._cli import convert_app
 from convert.dataset._cli import dataset_app
 from convert.errors import ConvertError, InputError
 from models import Catalog, CatalogEntry, CatalogError
+from models._persona import UnknownPersona
 
 from ._client import DEFAULT_URL, DaemonClient, DaemonClientError
 from ._ops import doctor_cmd, service_app
@@ -55,6 +54,7 @@ _EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (ConfigError, 2),
     (UnsafeBindError, 2),
     (InputError, 2),
+    (UnknownPersona, 2),
     (CatalogError, 1),
     (ConvertError, 1),
     (BridgeError, 1),
@@ -76,21 +76,6 @@ def _exit_code(exc: BaseException) -> int | None:
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
     return load_settings(config, overrides=overrides or None)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(settings: Settings) -> None:
-    """Refuse a non-loopback address without an API key."""
-    if not _is_loopback(settings.server.host) and settings.server.api_key is None:
-        raise UnsafeBindError(settings.server.host)
 
 
 def _human_size(n: int) -> str:
@@ -119,7 +104,10 @@ def models_list(
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List the models with their GGUF metadata (llama.cpp is not loaded)."""
+    """List the models with their GGUF metadata (llama.cpp is not loaded).
+
+    CONTEXT is the context the daemon serves, not the one the model was trained on.
+    """
     entries = _entries(_settings(config))
     if as_json:
         rows = []
@@ -131,7 +119,8 @@ def models_list(
                     architecture=e.info.architecture,
                     parameters=e.info.parameters,
                     quantization=e.info.quantization,
-                    context_length=e.info.context_length,
+                    context_length=e.context_length,
+                    trained_context_length=e.info.context_length,
                     size_bytes=e.info.size_bytes,
                 )
             rows.append(row)
@@ -149,7 +138,7 @@ def models_list(
                 i.architecture,
                 _human_count(i.parameters),
                 i.quantization,
-                str(i.context_length or "?"),
+                str(e.context_length),
                 _human_size(i.size_bytes),
             )
         out.print(table)
@@ -180,7 +169,8 @@ def models_show(
         "architecture": info.architecture,
         "parameters": info.parameters,
         "quantization": info.quantization,
-        "context_length": info.context_length,
+        "context_length": entry.context_length,
+        "trained_context_length": info.context_length,
         "size_bytes": info.size_bytes,
         "tensors": info.tensor_count,
         "chat_template": info.chat_template,
@@ -201,30 +191,29 @@ def models_show(
         out.print(f"  {key} = {value}", highlight=False, markup=False)
 
 
-def _serve(settings: Settings, ready: Callable[[int], None] | None = None) -> None:
-    import uvicorn
-
-    from ._api import create_app
-    from ._daemon import Daemon
+def _serve(settings: Settings) -> None:
     from ._logging import configure_logging
+    from ._server import restrict_umask
 
-    check_bind(settings)
+    restrict_umask()
     configure_logging(
         level=settings.log.level,
         fmt=settings.log.format,
         secrets=settings.secret_values(),
         stream=sys.stdout,
     )
-    daemon = Daemon(settings)
-    config = uvicorn.Config(
-        create_app(daemon),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.server.drain_timeout),
-    )
-    asyncio.run(uvicorn.Server(config).serve())
+    asyncio.run(_serve_until_stopped(settings))
+
+
+async def _serve_until_stopped(settings: Settings) -> None:
+    from ._server import StopSignals, serve
+
+    signals = StopSignals()
+    with signals.installed():
+        async with contextlib.AsyncExitStack() as stack:
+            with signals.starting():
+                await stack.enter_async_context(serve(settings))
+            await signals.stopping.wait()
 
 
 @app.command()
@@ -246,12 +235,6 @@ def serve(
     if preload:
         overrides["models"] = {"preload": preload}
     _serve(_settings(config, **overrides))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _chat_loop(url: str, model: str | None, api_key: str | None, system: str | None) -> None:
@@ -289,51 +272,32 @@ async def _chat_loop(url: str, model: str | None, api_key: str | None, system: s
 
 
 def _run_embedded_chat(settings: Settings, model: str | None, system: str | None) -> None:
-    """Serve in a background thread on a free loopback port and chat against it."""
-    import threading
-    import time
-
-    import httpx
-    import uvicorn
-
-    from ._api import create_app
-    from ._daemon import Daemon
+    """Serve on a free loopback port inside this process and chat against it."""
     from ._logging import configure_logging
+    from ._server import restrict_umask
 
+    restrict_umask()
     configure_logging(level="warning", fmt=settings.log.format, secrets=settings.secret_values())
-    port = _free_port()
     name = model or settings.models.default
     settings = settings.model_copy(
-        update={"models": settings.models.model_copy(update={"preload": [name]})}
+        update={
+            "models": settings.models.model_copy(update={"preload": [name]}),
+            "server": settings.server.model_copy(update={"host": "127.0.0.1", "port": 0}),
+        }
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(Daemon(settings)),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    with out.status(f"loading {name}..."):
-        while True:
-            try:
-                status = httpx.get(f"{url}/health", timeout=5).json()
-            except httpx.TransportError:
-                status = {}
-            if status.get("status") == "ok" and name in status.get("loaded", []):
-                break
-            if not thread.is_alive():
-                raise DaemonClientError("the embedded daemon failed to start; see the log above")
-            time.sleep(0.1)
-    try:
-        asyncio.run(_chat_loop(url, model, None, system))
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    asyncio.run(_embedded_chat(settings, name, model, system))
+
+
+async def _embedded_chat(
+    settings: Settings, name: str, model: str | None, system: str | None
+) -> None:
+    from ._server import serve
+
+    key = settings.server.api_key.get_secret_value() if settings.server.api_key else None
+    async with contextlib.AsyncExitStack() as stack:
+        with out.status(f"loading {name}..."):
+            served = await stack.enter_async_context(serve(settings))
+        await _chat_loop(served.url, model, key, system)
 
 
 @app.command()

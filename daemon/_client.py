@@ -6,12 +6,16 @@ import json
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+import structlog
 
 __all__ = ["DEFAULT_URL", "DaemonClient", "DaemonClientError"]
 
 DEFAULT_URL = "http://127.0.0.1:8765"
+
+log = structlog.get_logger("personad.client")
 
 
 class DaemonClientError(RuntimeError):
@@ -82,6 +86,32 @@ class DaemonClient:
         if response.status_code != 200:
             raise _error_from(response.status_code, payload)
         return payload
+
+    async def drop_conversation(self, conversation: str) -> int:
+        """DELETE /v1/conversations/{conversation}: drop its cached KV states; how many.
+
+        A server without the route (llama-server, another OpenAI-compatible server) keeps
+        no such states under our names: that is 0, not an error.
+        """
+        path = f"/v1/conversations/{quote(conversation, safe='')}"
+        try:
+            response = await self._http.delete(path)
+        except httpx.TransportError as exc:
+            raise DaemonClientError(
+                f"cannot reach {self._http.base_url}: {exc}; is the daemon running?"
+            ) from exc
+        if response.status_code in (404, 405):
+            log.debug("drop_conversation_unsupported", status=response.status_code)
+            return 0
+        try:
+            payload: Any = response.json()
+        except ValueError as exc:
+            raise DaemonClientError(
+                f"HTTP {response.status_code}: not JSON", response.status_code
+            ) from exc
+        if response.status_code != 200:
+            raise _error_from(response.status_code, payload)
+        return int(payload.get("dropped", 0)) if isinstance(payload, dict) else 0
 
     async def chat(
         self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any

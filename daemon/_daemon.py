@@ -60,6 +60,7 @@ class Daemon:
             metrics=self.metrics,
             loader=loader or functools.partial(_default_loader, settings=settings),
             clock=clock,
+            kv_dir=settings.data_dir / "kv",
         )
         self.service = CompletionService(
             self.manager,
@@ -69,6 +70,9 @@ class Daemon:
         )
         self._reaper: asyncio.Task[None] | None = None
         self._preload: asyncio.Task[None] | None = None
+        # Model name -> one-line reason, for each model asked for at start-up that could not
+        # be loaded (an unknown name included); /health is 503 while it is not empty.
+        self.preload_failures: dict[str, str] = {}
 
     async def start(self) -> None:
         """Start the idle reaper and begin loading ``models.preload`` (visible in /health)."""
@@ -81,9 +85,23 @@ class Daemon:
             try:
                 slot = await self.manager.acquire(name)
             except Exception as exc:  # a bad preload is reported, the daemon still serves
-                log.error("preload_failed", model=name, error=str(exc))
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                self.preload_failures[name] = reason
+                log.error("preload_failed", model=name, error=reason)
             else:
+                self.preload_failures.pop(name, None)
                 self.manager.release(slot)
+
+    @property
+    def preloading(self) -> bool:
+        """Whether the models asked for at start-up are still being loaded."""
+        return self._preload is not None and not self._preload.done()
+
+    def preload_problems(self) -> dict[str, str]:
+        """The preload failures not since cured by a successful load of the same model."""
+        for name in [n for n in self.preload_failures if n in self.manager.loaded]:
+            del self.preload_failures[name]
+        return dict(self.preload_failures)
 
     async def wait_preloaded(self) -> None:
         """Wait until the preload has finished (successfully or not)."""

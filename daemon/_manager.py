@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from models import Catalog, CatalogError, ModelManifest, UnknownModel
 
+from ._kvfiles import drop_conversation_files
 from ._metrics import Metrics
 from ._queue import PRIORITIES, Job, RequestQueue
 from .errors import ModelNotFound, ModelUnavailable, ShuttingDown
@@ -74,6 +76,7 @@ class ModelManager:
         metrics: Metrics,
         loader: Callable[[ModelManifest], Any],
         clock: Callable[[], float] = time.monotonic,
+        kv_dir: Path | None = None,
     ) -> None:
         self.catalog = catalog
         self.max_loaded = max_loaded
@@ -87,7 +90,13 @@ class ModelManager:
         self._waiters: list[asyncio.Future[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.closing = False
-        metrics.watch(self.queue_depths, lambda: list(self._slots), self.kv_bytes)
+        # Where the loader keeps KV state files (data_dir/kv), for models not loaded now.
+        self.kv_dir = kv_dir
+        # KV files discarded by models since unloaded: their counts outlive them.
+        self._discarded_before: Counter[tuple[str, str]] = Counter()
+        metrics.watch(
+            self.queue_depths, lambda: list(self._slots), self.kv_bytes, self.kv_discarded
+        )
 
     @property
     def loaded(self) -> list[str]:
@@ -116,6 +125,37 @@ class ModelManager:
             if measure is not None:
                 out[name] = measure()
         return out
+
+    @staticmethod
+    def _discards(slot: ModelSlot) -> dict[str, int]:
+        count = getattr(slot.model, "kv_discarded", None)
+        return count() if count is not None else {}
+
+    def kv_discarded(self) -> dict[tuple[str, str], int]:
+        """Unusable KV state files thrown away, per (model, reason), since the daemon started."""
+        total = Counter(self._discarded_before)
+        for name, slot in list(self._slots.items()):
+            for reason, n in self._discards(slot).items():
+                total[(name, reason)] += n
+        return dict(total)
+
+    def drop_conversation(self, conversation: str) -> int:
+        """Drop the KV states holding ``conversation``'s tokens, in every model; how many.
+
+        Loaded models drop it from RAM and disk under every adapter (a generation of it that
+        is running now does not save it again); files of models not loaded are deleted from
+        ``kv_dir``. Call it when people's words are forgotten, purged or deleted: the state is
+        rebuilt from the remaining history on the next reply.
+        """
+        dropped = 0
+        for slot in list(self._slots.values()):
+            drop = getattr(slot.model, "drop_conversation", None)
+            if drop is not None:
+                dropped += int(drop(conversation))
+        if self.kv_dir is not None:
+            dropped += drop_conversation_files(self.kv_dir, conversation)
+        log.info("conversation_kv_dropped", states=dropped)
+        return dropped
 
     def queue_depths(self) -> dict[tuple[str, str], int]:
         """Queued requests per (model, priority)."""
@@ -239,6 +279,8 @@ class ModelManager:
         slot = self._slots.pop(name, None)
         if slot is None:
             return
+        for reason, n in self._discards(slot).items():  # before a scrape can miss them
+            self._discarded_before[(name, reason)] += n
         slot.queue.cancel_all(ModelUnavailable(name, "the model was unloaded"))
         if slot.queue.running is not None:
             slot.queue.running.cancel()

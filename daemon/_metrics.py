@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
@@ -22,10 +22,12 @@ class _StateCollector(Collector):
         depths: Callable[[], Mapping[tuple[str, str], int]],
         loaded: Callable[[], Iterable[str]],
         kv_bytes: Callable[[], Mapping[str, tuple[int, int]]],
+        kv_discarded: Callable[[], Mapping[tuple[str, str], int]],
     ) -> None:
         self._depths = depths
         self._loaded = loaded
         self._kv_bytes = kv_bytes
+        self._kv_discarded = kv_discarded
 
     def collect(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily(
@@ -46,7 +48,17 @@ class _StateCollector(Collector):
         for model, (ram, disk) in sorted(self._kv_bytes().items()):
             kv.add_metric([model, "ram"], ram)
             kv.add_metric([model, "disk"], disk)
-        return [depth, loaded, kv]
+        # Counted by each model's KV store (which has no registry); the manager keeps the
+        # totals of unloaded models, so the counter never goes down.
+        discarded = CounterMetricFamily(
+            "personad_kv_states_discarded",
+            "KV state files thrown away: malformed, truncated, other_model, unreadable, or a "
+            "partial write left by a crash.",
+            labels=["model", "reason"],
+        )
+        for (model, reason), n in sorted(self._kv_discarded().items()):
+            discarded.add_metric([model, reason], n)
+        return [depth, loaded, kv, discarded]
 
 
 class Metrics:
@@ -104,6 +116,7 @@ class Metrics:
         depths: Callable[[], Mapping[tuple[str, str], int]],
         loaded: Callable[[], Iterable[str]],
         kv_bytes: Callable[[], Mapping[str, tuple[int, int]]],
+        kv_discarded: Callable[[], Mapping[tuple[str, str], int]] = dict,
     ) -> None:
-        """Expose live state (queue depths, loaded models, KV bytes) read when scraped."""
-        self.registry.register(_StateCollector(depths, loaded, kv_bytes))
+        """Expose live state (queue depths, loaded models, KV bytes, discards) when scraped."""
+        self.registry.register(_StateCollector(depths, loaded, kv_bytes, kv_discarded))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,8 +16,17 @@ from rich.markup import escape
 
 from models import Catalog, atomic_path
 
+from ._server import PortUnavailable, bind_socket
 from ._settings import Settings, load_settings
-from ._systemd import Scope, UnitSpec, render_unit, unit_path
+from ._systemd import (
+    SYSTEM_CACHE_DIR,
+    SYSTEM_DATA_DIR,
+    SYSTEM_MODELS_DIR,
+    Scope,
+    UnitSpec,
+    render_unit,
+    unit_path,
+)
 from .errors import ConfigError
 
 __all__ = ["doctor_cmd", "service_app"]
@@ -56,12 +64,17 @@ def install_cmd(
         if not sep or not name or not where:
             raise typer.BadParameter(f"{item!r}; write NAME=PATH", param_hint="--credential")
         creds.append((name, Path(where)))
+    # A system unit runs as its own account: the caller's home directories mean nothing there.
+    if system:
+        dirs = (SYSTEM_DATA_DIR, SYSTEM_CACHE_DIR, SYSTEM_MODELS_DIR)
+    else:
+        dirs = (settings.data_dir, settings.cache_dir, settings.models.dir)
     spec = UnitSpec(
         exe=_exe(),
         config=config.resolve() if config else None,
-        data_dir=settings.data_dir,
-        cache_dir=settings.cache_dir,
-        models_dir=settings.models.dir,
+        data_dir=dirs[0],
+        cache_dir=dirs[1],
+        models_dir=dirs[2],
         drain_timeout=settings.server.drain_timeout,
         credentials=tuple(creds),
         watchdog_seconds=watchdog,
@@ -74,7 +87,7 @@ def install_cmd(
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     if scope == "user":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ctl = "systemctl" + ("" if system else " --user")
     _out.print(
         f"wrote {path}\nnext: {ctl} daemon-reload && {ctl} enable --now personad\n"
@@ -119,15 +132,11 @@ def _llama_checks() -> list[Check]:
 
 def _port_check(settings: Settings) -> Check:
     host, port = settings.server.host, settings.server.port
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return Check(
-                False,
-                f"port: {host}:{port} is in use",
-                "stop what uses it (maybe personad is already running) or set server.port",
-            )
+    try:
+        # The daemon's own bind: a port held only by TIME-WAIT connections is free to it.
+        bind_socket(host, port).close()
+    except PortUnavailable as exc:
+        return Check(False, f"port: {exc.problem}", exc.fix)
     return Check(True, f"port: {host}:{port} is free")
 
 

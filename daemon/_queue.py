@@ -60,6 +60,9 @@ class Job:
         if was_queued and not self.started.done():
             if reason is not None:
                 self.started.set_exception(reason)
+                # Whoever still waits gets the reason; a waiter that already left (504, gone)
+                # must not turn it into "Future exception was never retrieved".
+                self.started.exception()
             else:
                 self.started.cancel()
 
@@ -124,7 +127,7 @@ class RequestQueue:
                     continue
                 now = self._clock()
                 if now > job.deadline:
-                    job.cancel(QueueTimeout(self.model, now - job.enqueued_at))
+                    job.cancel(QueueTimeout(self.model, now - job.enqueued_at, job.priority))
                     continue
                 job.state = "running"
                 self.running = job

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -10,7 +10,7 @@ from models import SamplingDefaults
 
 from ._queue import Priority
 from ._types import GenerationParams
-from .errors import InvalidRequest
+from .errors import InvalidRequest, Unsupported
 
 __all__ = ["ChatCompletionBody", "ChatMessage", "CompletionBody"]
 
@@ -41,12 +41,55 @@ class ChatMessage(BaseModel):
         return out
 
 
-class _Body(BaseModel):
-    # Unknown OpenAI parameters are ignored, as llama-server and Ollama do, so that clients
-    # that always send them (tools, response_format defaults) keep working.
-    model_config = ConfigDict(extra="ignore")
+# OpenAI parameters the engine cannot honour: the values that ask for nothing (what common
+# clients send by default) and what to do instead. Any other value is a 400 naming the
+# parameter, never silently ignored. tool_choice "auto" is neutral: with no tools there is
+# nothing to choose.
+_NO_TOOLS = "personad generates plain text; drop the parameter or send it empty"
+_COMMON: dict[str, tuple[list[Any], str]] = {
+    "n": ([None, 1], "personad returns one choice per request; send n = 1 or omit it"),
+    "best_of": ([None, 1], "personad samples one completion; send best_of = 1 or omit it"),
+}
+_CHAT: dict[str, tuple[list[Any], str]] = {
+    **_COMMON,
+    "logprobs": ([None, False], "log probabilities are not returned; send false or omit it"),
+    "top_logprobs": ([None, 0], "log probabilities are not returned; send 0 or omit it"),
+    "tools": ([None, []], _NO_TOOLS),
+    "functions": ([None, []], _NO_TOOLS),
+    "tool_choice": ([None, "none", "auto"], _NO_TOOLS),
+    "function_call": ([None, "none", "auto"], _NO_TOOLS),
+    "response_format": (
+        [None, {"type": "text"}],
+        'only {"type": "text"} is supported; ask for JSON in the prompt instead',
+    ),
+    "modalities": ([None, ["text"]], 'only ["text"] output is supported'),
+    "audio": ([None], "audio output is not supported"),
+    "web_search_options": ([None], "web search is not supported"),
+}
+_TEXT: dict[str, tuple[list[Any], str]] = {
+    **_COMMON,
+    "logprobs": ([None, False], "log probabilities are not returned; omit it"),
+    "echo": ([None, False], "the prompt is not echoed; send false or omit it"),
+    "suffix": ([None, ""], "insertion (suffix) is not supported; omit it"),
+}
 
-    model: str | None = Field(None, description="Model name; the daemon's default if omitted.")
+
+def _neutral(value: Any, allowed: list[Any]) -> bool:
+    # Compared with their types, so that true is not taken for 1 nor 0 for false.
+    return any(type(value) is type(ok) and value == ok for ok in allowed)
+
+
+class _Body(BaseModel):
+    # Unknown OpenAI parameters are ignored, as llama-server and Ollama do (user, store,
+    # metadata...); those that would change the answer are declared and checked instead.
+    # NaN and infinities are refused everywhere (logit_bias, penalties).
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    _unsupported: ClassVar[dict[str, tuple[list[Any], str]]] = _COMMON
+
+    model: str | None = Field(
+        None, max_length=256, description="Model name; the daemon's default if omitted."
+    )
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -60,13 +103,16 @@ class _Body(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     logit_bias: dict[str, float] | None = None
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    n: Any = Field(None, description="Only one choice per request is supported.")
+    best_of: Any = Field(None, description="Only 1 is supported.")
     # personad extensions
     priority: Priority = Field("interactive", description="interactive (default) or background.")
     conversation: str | None = Field(None, max_length=256, description="Conversation key.")
     supersede: bool = Field(False, description="Cancel older requests of the same conversation.")
     adapter: str | None = Field(
-        None, description="A LoRA adapter listed in the model's manifest, applied per request."
+        None,
+        max_length=256,
+        description="A LoRA adapter listed in the model's manifest, applied per request.",
     )
     queue_timeout: float | None = Field(
         None, gt=0, le=3600, description="Seconds this request may wait in the queue (504)."
@@ -78,6 +124,13 @@ class _Body(BaseModel):
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
         return value
+
+    def refuse_unsupported(self) -> None:
+        """Raise :class:`Unsupported` for the first parameter asking for what cannot be done."""
+        for name, (allowed, hint) in self._unsupported.items():
+            value = getattr(self, name)
+            if not _neutral(value, allowed):
+                raise Unsupported(name, value, hint)
 
     def include_usage(self) -> bool:
         """Whether a streamed response ends with a usage chunk."""
@@ -110,20 +163,40 @@ class _Body(BaseModel):
 class ChatCompletionBody(_Body):
     """POST /v1/chat/completions."""
 
+    _unsupported: ClassVar[dict[str, tuple[list[Any], str]]] = _CHAT
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: Any = Field(None, description="Not supported: false or omitted.")
+    top_logprobs: Any = Field(None, description="Not supported: 0 or omitted.")
+    tools: Any = Field(None, description="Not supported: empty or omitted.")
+    functions: Any = Field(None, description="Not supported: empty or omitted.")
+    tool_choice: Any = Field(None, description='Not supported: "none", "auto" or omitted.')
+    function_call: Any = Field(None, description='Not supported: "none", "auto" or omitted.')
+    response_format: Any = Field(None, description='Only {"type": "text"}.')
+    modalities: Any = Field(None, description='Only ["text"].')
+    audio: Any = Field(None, description="Not supported.")
+    web_search_options: Any = Field(None, description="Not supported.")
 
 
 class CompletionBody(_Body):
     """POST /v1/completions."""
 
+    _unsupported: ClassVar[dict[str, tuple[list[Any], str]]] = _TEXT
+
     prompt: str | list[str]
     max_tokens: int | None = Field(16, ge=1)
+    logprobs: Any = Field(None, description="Not supported: omitted (or false).")
+    echo: Any = Field(None, description="Not supported: false or omitted.")
+    suffix: Any = Field(None, description="Not supported: empty or omitted.")
 
     def text(self) -> str:
         """The single prompt (lists of one are accepted, as OpenAI's client may send them)."""
-        if isinstance(self.prompt, list):
-            if len(self.prompt) != 1:
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
                 raise InvalidRequest("only one prompt per request is supported", param="prompt")
-            return self.prompt[0]
-        return self.prompt
+            prompt = prompt[0]
+        if not prompt:  # llama.cpp asserts on an empty batch
+            raise InvalidRequest("the prompt is empty; send some text", param="prompt")
+        return prompt

@@ -16,11 +16,25 @@ from ._manager import ModelManager, ModelSlot
 from ._metrics import Metrics
 from ._queue import Job, Priority
 from ._types import GenerationParams, Piece, Prompt
-from .errors import InvalidRequest, PromptTooLong, QueueTimeout, ShuttingDown
+from .errors import (
+    InvalidRequest,
+    PromptTooLarge,
+    PromptTooLong,
+    QueueTimeout,
+    ShuttingDown,
+    clip,
+)
 
 __all__ = ["CompletionJob", "CompletionRequest", "CompletionService"]
 
 log = structlog.get_logger("personad.service")
+
+# A prompt of more than context x this many UTF-8 bytes cannot fit, so it is refused before the
+# tokenizer spends seconds and hundreds of MB on it. The bound is the longest token a
+# vocabulary may have, with a wide margin: SmolLM2's longest are 32 bytes (runs of spaces,
+# "=" or "_"), and 256 leaves a factor of 8 for vocabularies with longer runs, since it must
+# never refuse a prompt that fits; the tokenizer still sees at most 256 x context bytes.
+MAX_BYTES_PER_TOKEN = 256
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,9 @@ class CompletionJob:
                 asyncio.shield(self.job.started), timeout=max(0.0, self.job.deadline - clock_now)
             )
         except TimeoutError:
-            err = QueueTimeout(self.model, self.job.deadline - self.job.enqueued_at)
+            err = QueueTimeout(
+                self.model, self.job.deadline - self.job.enqueued_at, self.job.priority
+            )
             self.job.cancel(err)
             raise err from None
 
@@ -94,7 +110,19 @@ class CompletionService:
         self.queue_timeout = queue_timeout
         self.accepting = True
 
+    @staticmethod
+    def _refuse_oversized(n_ctx: int, request: CompletionRequest) -> None:
+        """Refuse a prompt whose bytes alone prove it cannot fit, before tokenizing it."""
+        if request.kind == "chat":
+            size = sum(len(str(m.get("content") or "").encode()) for m in request.messages)
+            param = "messages"
+        else:
+            size, param = len(request.prompt.encode()), "prompt"
+        if size > n_ctx * MAX_BYTES_PER_TOKEN:
+            raise PromptTooLarge(size, n_ctx, MAX_BYTES_PER_TOKEN, param)
+
     def _prompt(self, slot: ModelSlot, request: CompletionRequest) -> Prompt:
+        self._refuse_oversized(slot.model.n_ctx, request)
         if request.kind == "chat":
             prompt: Prompt = slot.model.chat_prompt(request.messages)
         else:
@@ -102,7 +130,8 @@ class CompletionService:
         if request.adapter is not None and request.adapter not in slot.model.adapter_names:
             known = ", ".join(slot.model.adapter_names) or "none"
             raise InvalidRequest(
-                f"model {slot.name!r} has no adapter {request.adapter!r}; its adapters: {known}",
+                f"model {slot.name!r} has no adapter {clip(request.adapter)!r}; its adapters: "
+                f"{known}",
                 param="adapter",
             )
         for token in request.params.logit_bias:
@@ -148,8 +177,11 @@ class CompletionService:
         try:
             prompt = await asyncio.to_thread(self._prompt, slot, request)
             n_ctx: int = slot.model.n_ctx
+            param = "messages" if request.kind == "chat" else "prompt"
+            if not prompt.tokens:  # llama.cpp asserts on an empty batch
+                raise InvalidRequest(f"the {param} is empty; send some text", param=param)
             if len(prompt.tokens) >= n_ctx:
-                raise PromptTooLong(len(prompt.tokens), n_ctx)
+                raise PromptTooLong(len(prompt.tokens), n_ctx, param)
             now = self.manager.clock()
             timeout = request.queue_timeout or self.queue_timeout
             job = Job(

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -53,6 +61,37 @@ class ServerSettings(BaseModel):
     drain_timeout: float = Field(
         30.0, ge=0, description="Seconds running generations may finish after a stop signal."
     )
+    max_body_bytes: int = Field(
+        4 << 20, ge=1024, description="Largest request body accepted; larger ones get 413."
+    )
+    send_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a streamed response may wait for a client that stops reading "
+        "before the stream is ended and the model freed.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the API answers besides loopback ones and server.host (a "
+        "guard against DNS rebinding); '*' accepts any. Left empty with an api_key set, any "
+        "name is accepted, since the key already keeps foreign pages out.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host:port) whose pages may call the API; a request "
+        "with another Origin header gets 403. The daemon's own origin is always allowed.",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty key would match an empty "Authorization: Bearer " header.
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(
+                "the API key is empty or only whitespace; set a real key (e.g. the output of "
+                "`openssl rand -hex 32`) or remove the setting"
+            )
+        return value
 
 
 class ModelsSettings(BaseModel):
@@ -210,7 +249,13 @@ class _CredentialsSource(PydanticBaseSettingsSource):
             nested = _nest(path.name, "")
             if not path.is_file() or next(iter(nested)) not in known:
                 continue
-            _merge(self._data, _nest(path.name, path.read_text(encoding="utf-8").strip()))
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    path, f"credential is not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from exc
+            _merge(self._data, _nest(path.name, text.strip()))
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -237,6 +282,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(path, "file not found; create it or drop --config") from exc
     except OSError as exc:
         raise ConfigError(path, f"cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            path, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"invalid TOML: {exc}") from exc
 
@@ -246,7 +295,12 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
     msg = str(err["msg"])
     if err.get("type") == "extra_forbidden":
         msg = "unknown setting (check the spelling; see the README for the settings)"
-    elif "input" in err and not isinstance(err["input"], dict | list):
+    elif (
+        "input" in err
+        and not isinstance(err["input"], dict | list)
+        # A secret's value never reaches an error message, even a wrong one.
+        and not any(w in field.lower() for w in ("key", "token", "secret", "password"))
+    ):
         msg = f"{msg} (got {err['input']!r})"
     env = "PERSONAD_" + "__".join(str(p) for p in err["loc"]).upper()
     return field, f"{msg}; fix it in the file or in {env}"

@@ -12,11 +12,25 @@ from typing import Literal
 
 import structlog
 
-__all__ = ["Notifier", "UnitSpec", "render_unit", "unit_path"]
+__all__ = [
+    "SYSTEM_CACHE_DIR",
+    "SYSTEM_DATA_DIR",
+    "SYSTEM_MODELS_DIR",
+    "Notifier",
+    "UnitSpec",
+    "render_unit",
+    "unit_path",
+]
 
 log = structlog.get_logger("personad.systemd")
 
 Scope = Literal["user", "system"]
+
+# Where a system install keeps things; the unit's StateDirectory=, CacheDirectory= and
+# ConfigurationDirectory= create the first two and /etc/personad for the personad account.
+SYSTEM_DATA_DIR = Path("/var/lib/personad")
+SYSTEM_CACHE_DIR = Path("/var/cache/personad")
+SYSTEM_MODELS_DIR = Path("/etc/personad/models")
 
 
 class Notifier:
@@ -119,6 +133,8 @@ def render_unit(spec: UnitSpec, scope: Scope) -> str:
         # Longer than the drain timeout, so running generations can finish.
         f"TimeoutStopSec={int(spec.drain_timeout) + 30}",
         "Environment=PYTHONUNBUFFERED=1",
+        # Conversations, logs and KV states are for the service's account only.
+        "UMask=0077",
     ]
     if scope == "system":
         lines += [
@@ -127,11 +143,13 @@ def render_unit(spec: UnitSpec, scope: Scope) -> str:
             "User=personad",
             "Group=personad",
             "StateDirectory=personad",
+            "StateDirectoryMode=0700",
             "CacheDirectory=personad",
+            "CacheDirectoryMode=0700",
             "ConfigurationDirectory=personad",
             "Environment=PERSONAD_CONFIG=/etc/personad/personad.toml",
-            "Environment=PERSONAD_DATA_DIR=/var/lib/personad",
-            "Environment=PERSONAD_CACHE_DIR=/var/cache/personad",
+            f"Environment=PERSONAD_DATA_DIR={SYSTEM_DATA_DIR}",
+            f"Environment=PERSONAD_CACHE_DIR={SYSTEM_CACHE_DIR}",
         ]
     lines += [f"LoadCredential={name}:{path}" for name, path in spec.credentials]
     lines += [

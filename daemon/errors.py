@@ -6,8 +6,14 @@
     ├── QuantizeError(RuntimeError)          llama.cpp failed to quantize a model
     └── RequestError                         a request that cannot be served (has .status)
         ├── InvalidRequest(ValueError)       400: bad parameters
-        │   └── PromptTooLong                400: prompt exceeds the context
+        │   ├── PromptTooLong                400: prompt exceeds the context
+        │   ├── PromptTooLarge               400: prompt bytes exceed it, before tokenizing
+        │   ├── Unsupported                  400: a parameter asks for what the engine cannot do
+        │   ├── HostNotAllowed               400: a Host header that is not ours (DNS rebinding)
+        │   ├── PayloadTooLarge              413: the body is over server.max_body_bytes
+        │   └── UnsupportedMediaType         415: a body that is not application/json
         ├── Unauthorized(PermissionError)    401: missing or wrong bearer token
+        ├── ForeignOrigin(PermissionError)   403: a browser page of another origin
         ├── ModelNotFound(LookupError)       404: unknown model; lists the known ones
         ├── Superseded                       409: a newer request for the conversation won
         ├── ModelUnavailable(RuntimeError)   500: the model file could not be loaded
@@ -26,9 +32,13 @@ from pathlib import Path
 __all__ = [
     "ConfigError",
     "DaemonError",
+    "ForeignOrigin",
+    "HostNotAllowed",
     "InvalidRequest",
     "ModelNotFound",
     "ModelUnavailable",
+    "PayloadTooLarge",
+    "PromptTooLarge",
     "PromptTooLong",
     "QuantizeError",
     "QueueFull",
@@ -38,7 +48,20 @@ __all__ = [
     "Superseded",
     "Unauthorized",
     "UnsafeBindError",
+    "Unsupported",
+    "UnsupportedMediaType",
+    "clip",
 ]
+
+# Values a client sent are cut to this many characters before they reach a message or a log.
+CLIP = 100
+
+
+def clip(text: str, limit: int = CLIP) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 class DaemonError(Exception):
@@ -94,14 +117,83 @@ class PromptTooLong(InvalidRequest):
 
     code = "context_length_exceeded"
 
-    def __init__(self, prompt_tokens: int, context_length: int) -> None:
+    def __init__(self, prompt_tokens: int, context_length: int, param: str = "messages") -> None:
         self.prompt_tokens = prompt_tokens
         self.context_length = context_length
         super().__init__(
             f"the prompt is {prompt_tokens} tokens but the model's context is "
             f"{context_length} tokens; shorten the prompt or raise context_length in the "
             "model's manifest",
-            param="messages",
+            param=param,
+        )
+
+
+class PromptTooLarge(InvalidRequest):
+    """A prompt so many bytes long that it cannot fit the context, found before tokenizing."""
+
+    code = "context_length_exceeded"
+
+    def __init__(
+        self, prompt_bytes: int, context_length: int, bytes_per_token: int, param: str
+    ) -> None:
+        self.prompt_bytes = prompt_bytes
+        self.context_length = context_length
+        super().__init__(
+            f"the prompt is {prompt_bytes} bytes, more than the model's context of "
+            f"{context_length} tokens can hold (at most {bytes_per_token} bytes a token); "
+            "shorten the prompt or raise context_length in the model's manifest",
+            param=param,
+        )
+
+
+class Unsupported(InvalidRequest):
+    """A parameter asks for behaviour the engine cannot honour (``n`` > 1, tools...)."""
+
+    code = "unsupported_parameter"
+
+    def __init__(self, param: str, value: object, hint: str) -> None:
+        self.value = value
+        super().__init__(f"{param} = {clip(repr(value))} is not supported: {hint}", param=param)
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body is larger than ``server.max_body_bytes``."""
+
+    status = 413
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"the request body is larger than {limit} bytes; send a shorter one or raise "
+            "server.max_body_bytes"
+        )
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """A POST body that is not declared as JSON (what a cross-site form would send)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+    def __init__(self, got: str | None) -> None:
+        self.got = got
+        shown = repr(clip(got)) if got else "none"
+        super().__init__(
+            f"the body must be sent with 'Content-Type: application/json' (got {shown})"
+        )
+
+
+class HostNotAllowed(InvalidRequest):
+    """The Host header names neither loopback nor a configured name (DNS rebinding)."""
+
+    code = "host_not_allowed"
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(
+            f"the Host {clip(host)!r} is not served here; use a loopback address or add the "
+            "name to server.allowed_hosts"
         )
 
 
@@ -116,6 +208,21 @@ class Unauthorized(RequestError, PermissionError):
         super().__init__("missing or invalid API key: send 'Authorization: Bearer <key>'")
 
 
+class ForeignOrigin(RequestError, PermissionError):
+    """A browser request from a page of another origin."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "origin_not_allowed"
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        super().__init__(
+            f"requests from the web origin {clip(origin)!r} are refused; add it to "
+            "server.allowed_origins to allow that page"
+        )
+
+
 class ModelNotFound(RequestError, LookupError):
     """The request names a model the daemon does not know."""
 
@@ -128,7 +235,7 @@ class ModelNotFound(RequestError, LookupError):
         self.name = name
         self.known = known
         super().__init__(
-            f"the model {name!r} does not exist; known models: {', '.join(known) or 'none'}"
+            f"the model {clip(name)!r} does not exist; known models: {', '.join(known) or 'none'}"
         )
 
 
@@ -193,12 +300,20 @@ class QueueTimeout(RequestError, TimeoutError):
     error_type = "timeout"
     code = "queue_timeout"
 
-    def __init__(self, model: str, waited: float) -> None:
+    def __init__(self, model: str, waited: float, priority: str = "interactive") -> None:
         self.model = model
         self.waited = waited
+        self.priority = priority
+        # Only a background request can be helped by a higher priority.
+        hint = (
+            "retry later, raise queue_timeout, or send it with priority 'interactive'"
+            if priority == "background"
+            else "the model is busy with other interactive requests; retry later or raise "
+            "queue_timeout"
+        )
         super().__init__(
             f"the request waited {waited:.1f} s in the queue for {model!r} and passed its "
-            "deadline; retry later, raise queue_timeout, or send it with priority 'interactive'"
+            f"deadline; {hint}"
         )
 
 

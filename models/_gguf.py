@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,18 @@ import numpy as np
 
 from .errors import GGUFError
 
-__all__ = ["GGUFInfo", "read_gguf_info"]
+__all__ = ["GGUFHeader", "GGUFInfo", "open_gguf", "read_gguf_header", "read_gguf_info"]
 
 _MAGIC = b"GGUF"
+# magic, version (u32), tensor count (u64), metadata key count (u64)
+_HEADER = struct.Struct("<4sIQQ")
+_VERSIONS = (2, 3)  # version 1 (2023) had 32-bit counts; the gguf reader refuses it too
+# The fewest bytes one entry can take: a tensor's name length, n_dims, type and offset; a
+# key's length, value type and a one-byte value. Enough to tell a sane count from garbage.
+_MIN_TENSOR_INFO = 8 + 4 + 4 + 8
+_MIN_KV = 8 + 4 + 1
+_FETCH_AGAIN = "the download or copy was cut short; fetch the file again"
+_NOT_GGUF_FIX = "pass a .gguf model file (personad convert hf makes one from safetensors)"
 # Arrays longer than this (token lists, merges) are summarised, not printed.
 _ARRAY_PREVIEW = 8
 
@@ -76,38 +86,91 @@ def _quantization_name(file_type: Any, tensor_types: list[str]) -> str:
     return "unknown"
 
 
-def read_gguf_info(path: Path) -> GGUFInfo:
-    """Read a GGUF file's metadata and tensor table; raise :class:`GGUFError` when it is bad."""
-    import gguf
+@dataclass(frozen=True)
+class GGUFHeader:
+    """The fixed 24 bytes every GGUF file starts with, checked against the file's size."""
 
+    version: int
+    tensor_count: int
+    kv_count: int
+    size_bytes: int
+    byte_order: str  # "<" or ">" (struct notation)
+
+
+def _open_failed(path: Path, exc: OSError) -> GGUFError:
+    if isinstance(exc, FileNotFoundError):
+        return GGUFError(path, "file not found", "check the path")
+    if isinstance(exc, IsADirectoryError):
+        return GGUFError(path, "is a directory, not a file", "pass the .gguf file inside it")
+    return GGUFError(path, f"cannot be read ({exc.strerror})", "check its permissions")
+
+
+def read_gguf_header(path: Path) -> GGUFHeader:
+    """Check magic, version and counts without parsing further; raise :class:`GGUFError`."""
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
-            magic = fh.read(4)
-    except FileNotFoundError as exc:
-        raise GGUFError(path, "file not found", "check the manifest's path") from exc
+            head = fh.read(_HEADER.size)
     except OSError as exc:
-        raise GGUFError(path, f"cannot be read ({exc.strerror})", "check permissions") from exc
-    if magic != _MAGIC:
+        raise _open_failed(path, exc) from exc
+    if head[:4] != _MAGIC:
+        raise GGUFError(path, "not a GGUF file (bad magic)", _NOT_GGUF_FIX)
+    if len(head) < _HEADER.size:
+        raise GGUFError(path, f"truncated: the header is cut at {len(head)} bytes", _FETCH_AGAIN)
+    order = "<"
+    version = _HEADER.unpack(head)[1]
+    if version & 0xFFFF == 0:  # written on a big-endian machine (the gguf reader copes)
+        order = ">"
+    _, version, tensors, kvs = struct.unpack(order + _HEADER.format.lstrip("<"), head)
+    if version not in _VERSIONS:
         raise GGUFError(
-            path, "not a GGUF file (bad magic)", "point the manifest at a .gguf model file"
+            path,
+            f"GGUF version {version} is not supported (only {', '.join(map(str, _VERSIONS))})",
+            "convert the model again with a current llama.cpp (personad convert hf)",
         )
+    least = _HEADER.size + tensors * _MIN_TENSOR_INFO + kvs * _MIN_KV
+    if least > size:
+        # Checked before parsing: a damaged count would otherwise have the reader loop (or
+        # allocate) for billions of entries before it notices.
+        raise GGUFError(
+            path,
+            f"truncated or damaged: the header promises {tensors} tensors and {kvs} metadata "
+            f"keys, more than {size} bytes can hold",
+            _FETCH_AGAIN,
+        )
+    return GGUFHeader(version, tensors, kvs, size, order)
+
+
+def open_gguf(path: Path) -> Any:
+    """A ``gguf.GGUFReader`` on ``path``, once the header, the metadata and the tensor table
+    parse and every tensor's data lies inside the file; otherwise a :class:`GGUFError` that
+    names the problem and the fix. Every GGUF personad reads is opened here."""
+    import gguf
+
+    header = read_gguf_header(path)
     try:
         reader = gguf.GGUFReader(path, "r")
-    except (ValueError, IndexError, OSError, KeyError) as exc:
+    except (ValueError, IndexError, OSError, KeyError, OverflowError, MemoryError) as exc:
         # The reader maps tensors as it parses: a short file fails here with a shape error.
         raise GGUFError(
             path,
             f"truncated or damaged ({exc})",
             "the download or copy was cut short or corrupted; fetch the file again",
         ) from exc
-    tensor_end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    if tensor_end > size:
+    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    if end > header.size_bytes:
         raise GGUFError(
             path,
-            f"truncated: tensor data needs {tensor_end} bytes but the file has {size}",
-            "the download or copy was cut short; fetch the file again",
+            f"truncated: tensor data needs {end} bytes but the file has {header.size_bytes}",
+            _FETCH_AGAIN,
         )
+    return reader
+
+
+def read_gguf_info(path: Path) -> GGUFInfo:
+    """Read a GGUF file's metadata and tensor table; raise :class:`GGUFError` when it is bad."""
+    reader = open_gguf(path)
+    size = path.stat().st_size
     metadata = {name: _field_value(f) for name, f in reader.fields.items()}
     arch = str(metadata.get("general.architecture", "unknown"))
     ctx = metadata.get(f"{arch}.context_length")

@@ -8,7 +8,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._atomic import atomic_path
+from ._toml import write_toml
 from .errors import ManifestError
 
 __all__ = [
@@ -105,26 +105,10 @@ def load_manifest(path: Path) -> ModelManifest:
     )
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f'"{k}" = {_toml_value(v)}' for k, v in value.items()) + " }"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"'
-
-
 def write_manifest(manifest: ModelManifest, directory: Path) -> Path:
     """Write ``manifest`` as ``NAME.toml`` in ``directory`` atomically (temp file, then rename)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    data = manifest.model_dump(exclude_none=True, exclude={"sampling"})
-    lines = [f"{key} = {_toml_value(value)}" for key, value in data.items()]
-    lines.append("")
-    lines.append("[sampling]")
-    lines += [f"{k} = {_toml_value(v)}" for k, v in manifest.sampling.model_dump().items()]
     target = directory / f"{manifest.name}.toml"
-    with atomic_path(target) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Not private data, and a service user may need to read it: the umask decides, as for
+    # any file the user creates.
+    write_toml(target, manifest.model_dump(mode="json", exclude_none=True), mode=0o644)
     return target

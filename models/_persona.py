@@ -14,16 +14,31 @@ from pydantic import (
 )
 
 from ._manifest import read_toml_model
-from .errors import UnknownModel
+from .errors import CatalogError
 
 __all__ = [
     "BehaviourSettings",
     "PersonaCard",
     "PersonaManifest",
+    "UnknownPersona",
     "demo_persona",
     "load_persona",
     "load_personas",
 ]
+
+
+class UnknownPersona(CatalogError, LookupError):
+    """No manifest defines the persona that the configuration asks for (``run.personas``)."""
+
+    def __init__(self, name: str, known: list[str], directory: Path | None) -> None:
+        self.name = name
+        self.known = known
+        self.directory = directory
+        where = f"add {directory / (name + '.toml')} or " if directory is not None else ""
+        super().__init__(
+            f"unknown persona {name!r}; known personas: {', '.join(known) or 'none'}; "
+            f"{where}fix run.personas"
+        )
 
 
 class PersonaCard(BaseModel):
@@ -158,5 +173,5 @@ def load_personas(directory: Path | None, names: list[str]) -> list[PersonaManif
             found.append(demo_persona())
         else:
             known = sorted(p.stem for p in directory.glob("*.toml")) if directory else []
-            raise UnknownModel(name, [*known, "demo"])
+            raise UnknownPersona(name, sorted({*known, "demo"}), directory)
     return found

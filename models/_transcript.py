@@ -35,6 +35,7 @@ __all__ = [
     "Line",
     "attachment_kind",
     "chat_messages",
+    "defuse",
     "event_line",
     "parse_line",
     "parse_output",
@@ -75,9 +76,34 @@ class Line:
         return f"{speaker}: {self.command}: {_clean(self.argument)};"
 
 
+# Text shaped like a model's control token: ``<|im_end|>``, ``<\uff5cUser\uff5c>``
+# (DeepSeek's full-width bars), ``</s>``, ``<start_of_turn>``, ``[INST]``, ``[/INST]``.
+# The lookahead keeps the match to the opening bracket, where the breaker goes.
+_CONTROL = re.compile(
+    r"<(?=/?[|\uff5c]?[\w\u2581][\w\u2581.-]{0,63}[|\uff5c]?>)|\[(?=/?[A-Z][A-Z_]{1,31}\])"
+)
+# ZERO WIDTH SPACE: invisible, so the line reads the same to people and nearly the same to a
+# model, and no tokenizer's special-token matching (which looks for the exact text, before or
+# after NFKC normalisation) sees ``<|im_end|>`` any more. A visible look-alike such as the
+# full-width bar would not do: it *is* the bar in DeepSeek's control tokens, and NFKC maps it
+# back to ``|``. Escaping (``&lt;``) would change what people read and what models learn.
+_BREAK = "\u200b"
+
+
+def defuse(text: str) -> str:
+    """``text`` with anything shaped like a control token broken up, so it stays plain text.
+
+    People's words reach servers that tokenize prompts with special parsing on (any
+    /v1/completions prompt, and many chat templates): typed ``<|im_end|>`` must not end a turn.
+    Idempotent; mentions (``<@123>``), emoji (``<:x:1>``) and ordinary brackets are untouched.
+    """
+    return _CONTROL.sub(lambda m: m.group(0) + _BREAK, text)
+
+
 def _clean(text: str) -> str:
-    # One event, one line: newlines inside a message would read as new speakers.
-    return " ".join(text.split())
+    # One event, one line: newlines inside a message would read as new speakers; and no
+    # control tokens (see defuse).
+    return defuse(" ".join(text.split()))
 
 
 def parse_line(raw: str) -> Line | None:
@@ -108,7 +134,8 @@ def chat_messages(
     """The ``chat`` format: system card, transcript as context, a request for the next line."""
     system = card.strip()
     if examples:
-        system += f"\n\nThings {persona} has said:\n" + "\n".join(f"- {e}" for e in examples)
+        said = (defuse(e) for e in examples)  # people's words, like the transcript
+        system += f"\n\nThings {persona} has said:\n" + "\n".join(f"- {e}" for e in said)
     system += (
         f"\n\nYou are {persona} in a group chat. Answer with {persona}'s next message only: "
         "short, casual, in their voice, without a name prefix."

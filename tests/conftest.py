@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import socket
 import threading
 import time
@@ -13,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from daemon import Daemon, Settings, create_app
+from daemon import Daemon, Served, Settings
+from daemon import serve as daemon_serve
 from models import ModelManifest, demo_model_path
 
 # SmolLM2's end-of-generation tokens; banning them makes a generation run to max_tokens.
@@ -59,11 +61,10 @@ def make_settings(tmp_path: Path, server: dict[str, Any] | None = None, **models
 
 @dataclass
 class Running:
-    """A daemon served by uvicorn on a loopback port in a background thread."""
+    """A daemon started by ``daemon.serve`` on a loopback port, in a background thread."""
 
     url: str
     daemon: Daemon
-    server: uvicorn.Server
 
     def health(self) -> dict[str, Any]:
         data: dict[str, Any] = httpx.get(f"{self.url}/health", timeout=10).json()
@@ -94,27 +95,44 @@ class Running:
 
 
 @contextmanager
-def serve(settings: Settings, **daemon_kwargs: Any) -> Iterator[Running]:
-    """Run a real daemon on loopback until the block ends."""
-    daemon = Daemon(settings, **daemon_kwargs)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(daemon), host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
+def serve(
+    settings: Settings, *, wait_preload: bool = False, **daemon_kwargs: Any
+) -> Iterator[Running]:
+    """Run a real daemon on a free port until the block ends, through the same start-up as the
+    commands (bind check included); by default it yields before the preload is done."""
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"port": 0})}
     )
-    thread = threading.Thread(target=server.run, daemon=True)
+    box: queue.Queue[tuple[Served, asyncio.AbstractEventLoop, asyncio.Event] | BaseException]
+    box = queue.Queue()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        async with daemon_serve(settings, wait_preload=wait_preload, **daemon_kwargs) as served:
+            box.put((served, asyncio.get_running_loop(), stop))
+            await stop.wait()
+
+    def in_thread() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # handed to the test's thread
+            box.put(exc)
+
+    thread = threading.Thread(target=in_thread, daemon=True)
     thread.start()
-    end = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > end:
-            raise RuntimeError("the test daemon did not start")
-        time.sleep(0.01)
+    item = box.get(timeout=120)
+    if isinstance(item, BaseException):
+        raise item
+    served, loop, stop = item
     try:
-        yield Running(f"http://127.0.0.1:{port}", daemon, server)
+        yield Running(served.url, served.daemon)
     finally:
-        server.should_exit = True
+        loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=60)
+    if not box.empty():  # the daemon failed while stopping
+        failure = box.get()
+        assert isinstance(failure, BaseException)
+        raise failure
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The Discord bridge (discord.py 2.x), registered as the ``discord`` entry point."""
 
-from ._bridge import DiscordBridge, DiscordOptions
+from ._bridge import DiscordBridge
+from ._options import DiscordOptions
 
 __all__ = ["DiscordBridge", "DiscordOptions"]

@@ -2,27 +2,31 @@
 
 Everything about timing and turn-taking is the behaviour engine's; this module translates
 events, enforces the allow-lists, paces sends per channel, and backfills what was posted while
-the connection was down.
+the connection was down. Edits and deletions come from discord.py's raw events, which fire for
+every message, not only those still in its cache (nothing from before a restart or a backfill is).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, ClassVar
 
 import discord
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel
 
 from .._api import Bridge, BridgeHost, PresenceStatus, ReactionEvent, User
 from .._time import SystemClock
 from ..errors import BridgeStartError
-from ._translate import outgoing_mentions, to_event, user_of
+from ._options import DiscordOptions
+from ._outgoing import expand_mentions, mentions_for, split_message
+from ._translate import to_event, user_of
 
-__all__ = ["DiscordBridge", "DiscordOptions"]
+__all__ = ["DiscordBridge"]
 
 log = structlog.get_logger("personad.discord")
 
@@ -31,34 +35,6 @@ _STATUS = {
     "idle": discord.Status.idle,
     "offline": discord.Status.invisible,
 }
-
-
-class DiscordOptions(BaseModel):
-    """The ``[bridges.discord]`` table. Tokens belong in credentials or the environment."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    token: SecretStr | None = Field(None, description="Bot token (one persona).")
-    tokens: dict[str, SecretStr] = Field(
-        default_factory=dict, description="Bot token per persona name (several personas)."
-    )
-    allow_plain_token: bool = Field(
-        False, description="Accept a token written in the config file itself."
-    )
-    guilds: list[int] = Field(default_factory=list, description="Guild ids; empty = all.")
-    channels: list[int] = Field(default_factory=list, description="Channel ids; empty = all.")
-    dms: bool = Field(False, description="Answer direct messages.")
-    presences: bool = Field(False, description="Ask for the presences intent.")
-    status_text: str | None = Field(None, description="Custom status text.")
-    disclosure: str = Field(
-        "🤖 an AI persona", description="Appended to the status: people should know."
-    )
-    names: dict[str, str] = Field(
-        default_factory=dict, description="User id -> the name friends use for them."
-    )
-    pace_seconds: float = Field(1.5, ge=0, description="Least time between sends per channel.")
-    backfill_limit: int = Field(100, ge=0, description="Messages fetched per channel after a gap.")
-    ready_timeout: float = Field(60, gt=0, description="Seconds to wait for the gateway.")
 
 
 class DiscordBridge(Bridge):
@@ -83,13 +59,19 @@ class DiscordBridge(Bridge):
         super().__init__(options, host, persona=persona)
         self.opts = DiscordOptions.model_validate(options.model_dump())
         self._external = client is not None
-        self.client = client or discord.Client(intents=self.intents())
+        # Defence in depth: any send that forgets its own allowed mentions pings no one.
+        self.client = client or discord.Client(
+            intents=self.intents(), allowed_mentions=discord.AllowedMentions.none()
+        )
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._connected_before = False
         self._last_seen: dict[int, int] = {}
         self._sent_at: dict[int, datetime] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        # Nonces and ids of the second and later pieces of a split message: the engine already
+        # remembers the whole text under the first piece's id, so their echoes are not news.
+        self._continued: dict[str, None] = {}
         self._register()
 
     def intents(self) -> discord.Intents:
@@ -116,6 +98,12 @@ class DiscordBridge(Bridge):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.opts.dms and not self.opts.dm_users:
+            log.warning(
+                "discord_dms_from_nobody",
+                persona=self.persona,
+                fix="list the user ids allowed to DM the persona in dm_users",
+            )
         if self._external:
             await self._on_ready()
             return
@@ -153,8 +141,9 @@ class DiscordBridge(Bridge):
         c.event(self._wrap("on_ready", self._on_ready))
         c.event(self._wrap("on_resumed", self._on_ready))
         c.event(self._wrap("on_message", self._on_message))
-        c.event(self._wrap("on_message_edit", self._on_edit))
-        c.event(self._wrap("on_message_delete", self._on_delete))
+        c.event(self._wrap("on_raw_message_edit", self._on_edit))
+        c.event(self._wrap("on_raw_message_delete", self._on_delete))
+        c.event(self._wrap("on_raw_bulk_message_delete", self._on_bulk_delete))
         c.event(self._wrap("on_reaction_add", self._on_reaction))
 
     @staticmethod
@@ -165,14 +154,44 @@ class DiscordBridge(Bridge):
         handler.__name__ = name
         return handler
 
-    def allowed(self, channel: Any) -> bool:
-        """Guild and channel allow-lists; direct messages only when enabled."""
+    def allowed(self, channel: Any, author: Any = None) -> bool:
+        """Guild and channel allow-lists; a direct message only with a user in ``dm_users``.
+
+        ``author`` stands in for the other side of a DM channel discord.py knows only by id.
+        """
         if isinstance(channel, discord.DMChannel | discord.GroupChannel):
-            return self.opts.dms
-        guild = getattr(channel, "guild", None)
-        if self.opts.guilds and (guild is None or guild.id not in self.opts.guilds):
+            return self._dm_allowed(channel, author)
+        guild_id = getattr(channel, "guild_id", None)
+        if guild_id is None:
+            guild = getattr(channel, "guild", None)
+            guild_id = guild.id if guild is not None else None
+        return self._listed(channel.id, guild_id)
+
+    def _listed(self, channel_id: int, guild_id: int | None) -> bool:
+        if self.opts.guilds and guild_id not in self.opts.guilds:
             return False
-        return not self.opts.channels or channel.id in self.opts.channels
+        return not self.opts.channels or channel_id in self.opts.channels
+
+    def _dm_allowed(self, channel: Any, author: Any) -> bool:
+        if not self.opts.dms:
+            return False
+        if "*" in self.opts.dm_users:
+            return True
+        me = self.client.user
+        people = [u for u in getattr(channel, "recipients", []) or [] if u != me]
+        if not people and author is not None and author != me:
+            people = [author]
+        return bool(people) and all(str(u.id) in self.opts.dm_users for u in people)
+
+    def _raw_allowed(self, channel_id: int, guild_id: int | None) -> bool:
+        channel = self.client.get_channel(channel_id)
+        if channel is not None:
+            return self.allowed(channel)
+        if guild_id is None:
+            # A DM channel discord.py has not cached: forgetting a message is always safe, and
+            # only DMs from dm_users were ever stored.
+            return self.opts.dms
+        return self._listed(channel_id, guild_id)
 
     async def _on_ready(self) -> None:
         user = self.client.user
@@ -187,24 +206,45 @@ class DiscordBridge(Bridge):
         log.info("discord_ready", persona=self.persona, user=str(user) if user else None)
 
     async def _on_message(self, message: discord.Message) -> None:
-        if not self.allowed(message.channel):
+        if not self.allowed(message.channel, message.author):
             return
         self._last_seen[message.channel.id] = max(
             message.id, self._last_seen.get(message.channel.id, 0)
         )
+        if self._is_continuation(message):
+            return
         await self.host.on_message(self, to_event(message, self.opts.names))
 
-    async def _on_edit(self, before: discord.Message, after: discord.Message) -> None:
-        if self.allowed(after.channel):
-            await self.host.on_message(self, to_event(after, self.opts.names, edited=True))
+    def _is_continuation(self, message: discord.Message) -> bool:
+        if message.author != self.client.user:
+            return False
+        keys = {str(message.id), str(message.nonce) if message.nonce is not None else ""}
+        return any(k in self._continued for k in keys if k)
 
-    async def _on_delete(self, message: discord.Message) -> None:
-        if self.allowed(message.channel):
-            await self.host.on_delete(self, str(message.channel.id), str(message.id))
+    def _remember_continuation(self, *keys: str) -> None:
+        for key in keys:
+            self._continued[key] = None
+        while len(self._continued) > 512:
+            del self._continued[next(iter(self._continued))]
+
+    async def _on_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        message = payload.message
+        if not _content_changed(payload) or not self.allowed(message.channel, message.author):
+            return
+        await self.host.on_message(self, to_event(message, self.opts.names, edited=True))
+
+    async def _on_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        if self._raw_allowed(payload.channel_id, payload.guild_id):
+            await self.host.on_delete(self, str(payload.channel_id), str(payload.message_id))
+
+    async def _on_bulk_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        if self._raw_allowed(payload.channel_id, payload.guild_id):
+            for message_id in sorted(payload.message_ids):
+                await self.host.on_delete(self, str(payload.channel_id), str(message_id))
 
     async def _on_reaction(self, reaction: discord.Reaction, user: discord.abc.User) -> None:
         message = reaction.message
-        if not self.allowed(message.channel):
+        if not self.allowed(message.channel, user):
             return
         emoji = reaction.emoji if isinstance(reaction.emoji, str) else f":{reaction.emoji.name}:"
         await self.host.on_reaction(
@@ -270,18 +310,37 @@ class DiscordBridge(Bridge):
 
     async def send(self, channel: str, text: str) -> str:
         target = await self._channel(channel)
-        await self._paced(target.id)
-        message = await target.send(outgoing_mentions(text, self._members(target)))
-        return str(message.id)
+        return await self._post(target, text, None)
 
     async def reply(self, channel: str, message_id: str, text: str) -> str:
         target = await self._channel(channel)
-        await self._paced(target.id)
-        partial = target.get_partial_message(int(message_id))
-        message = await partial.reply(
-            outgoing_mentions(text, self._members(target)), mention_author=False
-        )
-        return str(message.id)
+        return await self._post(target, text, target.get_partial_message(int(message_id)))
+
+    async def _post(self, target: Any, text: str, answered: Any) -> str:
+        """Send ``text`` (as a reply to ``answered`` if given); the first piece's id.
+
+        The engine splits at ``max_message_length`` before mentions grow into ``<@id>``, so
+        a piece can still be too long here: it is split again and sent as several messages.
+        """
+        out = expand_mentions(text, self._members(target))
+        parts = split_message(out.text, self.max_message_length) or [out.text]
+        first = ""
+        for i, part in enumerate(parts):
+            await self._paced(target.id)
+            mentions = mentions_for(out.users_in(part))
+            if i == 0 and answered is not None:
+                sent = await answered.reply(part, allowed_mentions=mentions, mention_author=False)
+            elif i == 0:
+                sent = await target.send(part, allowed_mentions=mentions)
+            else:
+                nonce = secrets.token_hex(8)
+                self._remember_continuation(nonce)
+                sent = await target.send(part, allowed_mentions=mentions, nonce=nonce)
+                self._remember_continuation(str(sent.id))
+            first = first or str(sent.id)
+        if len(parts) > 1:
+            log.info("discord_split_after_mentions", persona=self.persona, parts=len(parts))
+        return first
 
     async def react(self, channel: str, message_id: str, emoji: str) -> None:
         target = await self._channel(channel)
@@ -295,6 +354,17 @@ class DiscordBridge(Bridge):
         words = " · ".join(t for t in (text or self.opts.status_text, self.opts.disclosure) if t)
         activity = discord.CustomActivity(name=words) if words else None
         await self.client.change_presence(status=_STATUS[status], activity=activity)
+
+
+def _content_changed(payload: discord.RawMessageUpdateEvent) -> bool:
+    """Whether an update is a person's edit, not a link preview, pin or poll count."""
+    if payload.data.get("edited_timestamp") is None:
+        return False
+    before = payload.cached_message
+    return before is None or (
+        before.content != payload.message.content
+        or [a.id for a in before.attachments] != [a.id for a in payload.message.attachments]
+    )
 
 
 def _explain(exc: BaseException | None) -> str:

@@ -11,7 +11,7 @@ from models import attachment_kind
 
 from .._api import Attachment, MessageEvent, User
 
-__all__ = ["attachment_of", "outgoing_mentions", "plain_text", "to_event", "user_of"]
+__all__ = ["attachment_of", "plain_text", "to_event", "user_of"]
 
 _USER = re.compile(r"<@!?(\d+)>")
 _ROLE = re.compile(r"<@&(\d+)>")
@@ -75,11 +75,3 @@ def to_event(
         attachments=tuple(attachment_of(a) for a in message.attachments),
         edited=edited,
     )
-
-
-def outgoing_mentions(text: str, members: Mapping[str, int]) -> str:
-    """The persona's ``@Name`` becomes a real mention for names known in the channel."""
-    for name in sorted(members, key=len, reverse=True):
-        pattern = re.compile(rf"@{re.escape(name)}(?!\w)", re.IGNORECASE)
-        text = pattern.sub(f"<@{members[name]}>", text)
-    return text

@@ -1,9 +1,9 @@
 """`personad dataset build`: exports in, training files and a persona profile out.
 
 Messages stream through: cleaned one by one, grouped per channel into conversations by the
-runtime's ``session_gap``, and written as examples whose prompts are cut exactly as the
-runtime cuts them (``models.prompt_lines``). Memory holds one window per channel plus
-counters, whatever the export's size.
+runtime's rule and ``session_gap`` (``models.SessionTracker``), and written as examples whose
+prompts are cut exactly as the runtime cuts them (``models.prompt_lines``). Memory holds one
+window per channel plus counters, whatever the export's size.
 """
 
 from __future__ import annotations
@@ -15,12 +15,20 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import IO, Any
 
-from models import Event, atomic_path, chat_messages, prompt_lines, render_transcript
+from models import (
+    Event,
+    SessionTracker,
+    atomic_path,
+    chat_messages,
+    prompt_lines,
+    render_transcript,
+)
 
+from ..errors import BadOption
 from ._profile import ProfileBuilder
 from ._readers import read_export
 from ._records import ExportMessage
@@ -169,33 +177,84 @@ def _merged(paths: Iterable[Path], tz: tzinfo) -> Iterator[ExportMessage]:
     yield from heapq.merge(*streams, key=lambda m: m.ts)
 
 
+def _zone(name: str) -> tzinfo:
+    from zoneinfo import ZoneInfo
+
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        raise BadOption(
+            "--timezone",
+            f"{name!r} is not a known time zone",
+            "use an IANA name such as Europe/Berlin or UTC",
+        ) from exc
+
+
+def _gap(opts: BuildOptions) -> timedelta:
+    if opts.context_lines < 1:
+        raise BadOption("--context-lines", f"{opts.context_lines} is below 1", "e.g. 30")
+    try:
+        if opts.session_gap > 0:
+            return timedelta(seconds=opts.session_gap)
+    except OverflowError:
+        pass
+    raise BadOption(
+        "--session-gap", f"{opts.session_gap} is not a usable number of seconds", "e.g. 7200"
+    )
+
+
+def _out_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadOption(
+            "--out",
+            f"{out} cannot be the output directory ({exc.strerror or exc})",
+            "pass a new directory, or an existing one you can write to",
+        ) from exc
+    return out
+
+
 class _Writers:
     def __init__(self, stack: ExitStack, out: Path) -> None:
-        out.mkdir(parents=True, exist_ok=True)
         self.paths = {k: out / v for k, v in OUTPUTS.items()}
         self.files: dict[str, IO[str]] = {}
         for key, path in self.paths.items():
             tmp = stack.enter_context(atomic_path(path))
-            self.files[key] = stack.enter_context(tmp.open("w", encoding="utf-8"))
+            try:
+                # Text from exports may hold lone surrogates, which UTF-8 cannot encode.
+                fh = tmp.open("w", encoding="utf-8", errors="replace")
+            except OSError as exc:
+                raise BadOption(
+                    "--out",
+                    f"cannot write in {out} ({exc.strerror or exc})",
+                    "pass a directory you can write to",
+                ) from exc
+            self.files[key] = stack.enter_context(fh)
 
     def write(self, key: str, record: dict[str, Any]) -> None:
         self.files[key].write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def build_dataset(exports: list[Path], out: Path, opts: BuildOptions) -> BuildSummary:
-    """Read ``exports``, write the three JSONL files and ``profile.toml`` into ``out``."""
-    from zoneinfo import ZoneInfo
+    """Read ``exports``, write the three JSONL files and ``profile.toml`` into ``out``.
 
-    tz = ZoneInfo(opts.timezone)
+    Bad input raises :class:`~convert.errors.InputError`; whatever fails, no file in ``out`` is
+    left half-written: each is written beside its place and renamed at the end.
+    """
+    gap = _gap(opts)
+    tz = _zone(opts.timezone)
     cleaner = _Cleaner(opts)
     summary = BuildSummary()
-    gap = timedelta(seconds=opts.session_gap)
     windows: dict[str, deque[Event]] = defaultdict(lambda: deque(maxlen=opts.context_lines))
-    last_ts: dict[str, datetime] = {}
-    profile = ProfileBuilder(opts.persona, tz, gap)
+    sessions: SessionTracker[str] = SessionTracker(gap)
+    profile = ProfileBuilder(opts.persona, tz)
+    authors: Counter[str] = Counter()
     with ExitStack() as stack:
-        writers = _Writers(stack, out)
+        writers = _Writers(stack, _out_dir(out))
         for message in _merged(exports, tz):
+            if len(authors) < 1000 or message.author in authors:  # bounded, for the error
+                authors[message.author] += 1
             stats = summary.channels.setdefault(message.channel, ChannelStats())
             events, reason = cleaner.events(message)
             if reason:
@@ -203,13 +262,12 @@ def build_dataset(exports: list[Path], out: Path, opts: BuildOptions) -> BuildSu
                 continue
             stats.kept += 1
             window = windows[message.channel]
-            previous = last_ts.get(message.channel)
-            if previous is not None and message.ts - previous >= gap:
+            new_session = sessions.observe(message.channel, message.ts)
+            if new_session:
                 window.clear()  # a new conversation: the runtime would start at INIT
-            last_ts[message.channel] = message.ts
             persona = cleaner.is_persona(message)
             summary.persona_found |= persona
-            profile.add(message, persona, new_session=not window)
+            profile.add(message, persona, new_session=new_session)
             for event, mine in events:
                 # Only the persona's own lines become targets (its reactions included).
                 if mine and window:
@@ -217,14 +275,16 @@ def build_dataset(exports: list[Path], out: Path, opts: BuildOptions) -> BuildSu
                     stats.targets += 1
                 window.append(event)
         if not summary.persona_found:
-            raise ValueError(
-                f"nobody called {opts.persona!r} wrote in these exports; pass the name or id "
-                "exactly as the export has it (see the summary of authors with --json)"
+            seen = ", ".join(repr(a) for a, _ in authors.most_common(5) if a)
+            raise BadOption(
+                "--persona",
+                f"nobody called {opts.persona!r} wrote in these exports",
+                "pass the name or id exactly as the export has it"
+                + (f" (the most active: {seen})" if seen else ""),
             )
         summary.files = dict(writers.paths)
         profile_path = out / "profile.toml"
-        with atomic_path(profile_path) as tmp:
-            tmp.write_text(profile.toml(), encoding="utf-8")
+        profile.write(profile_path)
         summary.files["profile"] = profile_path
     return summary
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import InputError
 from ._build import BuildOptions, build_dataset
@@ -23,15 +27,33 @@ _err = Console(stderr=True)
 def _names(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
+    fix = 'write lines like 123456789 = "Sam" or alice = "Ali"'
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(
-            path,
-            f"cannot be read as TOML ({exc})",
-            'write lines like 123456789 = "Sam" or alice = "Ali"',
-        ) from exc
-    return {str(k): str(v) for k, v in data.items()}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(path, f"cannot be read as TOML ({exc})", fix) from exc
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise InputError(path, f"the name for {key!r} is not a string", fix)
+    return {str(k): v for k, v in data.items()}
+
+
+@contextmanager
+def _term_unwinds() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the half-written files are removed (exit 143)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 @dataset_app.command("build")
@@ -69,21 +91,18 @@ def build_cmd(
         card=card,
         timezone=timezone,
     )
-    try:
+    with _term_unwinds():
         summary = build_dataset(exports, out, options)
-    except ValueError as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(exports[0], str(exc)) from exc
     if as_json:
         print(json.dumps(summary.as_dict(), ensure_ascii=False))
         return
     table = Table("CHANNEL", "KEPT", "EXAMPLES", "DROPPED (WHY)", title="What was used")
     for name, c in sorted(summary.channels.items()):
         why = ", ".join(f"{k}: {v}" for k, v in c.dropped.most_common()) or "-"
-        table.add_row(name, str(c.kept), str(c.targets), why)
+        table.add_row(Text(name), str(c.kept), str(c.targets), why)  # names are not markup
     _err.print(table)
     _err.print(
         f"{summary.targets} examples of {persona} from {summary.messages} messages; files in {out}",
         highlight=False,
+        markup=False,
     )

@@ -7,8 +7,12 @@ conversation starts per day, time zone); ``[stats]`` keeps the distributions beh
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
+from pathlib import Path
 from statistics import quantiles
+from typing import Any
+
+from models import write_toml
 
 from ._records import ExportMessage
 
@@ -63,10 +67,9 @@ class _Reservoir:
 class ProfileBuilder:
     """Accumulates the persona's timing and habits in bounded memory."""
 
-    def __init__(self, persona: str, tz: tzinfo, gap: timedelta) -> None:
+    def __init__(self, persona: str, tz: tzinfo) -> None:
         self.persona = persona
         self.tz = tz
-        self.gap = gap
         self.hour_of_week = [0] * 168
         self.messages = 0
         self.starts = 0
@@ -106,44 +109,43 @@ class ProfileBuilder:
             self.bursts.add(float(self._burst.pop(m.channel)))
         self._prev[m.channel] = (persona, m.ts)
 
-    def toml(self) -> str:
-        """The profile as TOML."""
+    def data(self) -> dict[str, Any]:
+        """The profile: ``behaviour`` for the persona manifest, ``stats`` behind it."""
         for channel in list(self._burst):
             self.bursts.add(float(self._burst.pop(channel)))
-        days = max(
-            1.0,
-            ((self.last - self.first).total_seconds() / 86400) if self.first and self.last else 1.0,
-        )
         by_hour = [sum(self.hour_of_week[d * 24 + h] for d in range(7)) for h in range(24)]
         sleep = sleep_window(by_hour)
         speed = _percentiles(self.speed.values)["p50"] if self.speed.values else 6.0
-        lines = [
-            f"# personad persona profile of {self.persona}: {self.messages} messages over "
-            f"{days:.0f} days",
-            "[behaviour]",
-            f'timezone = "{self.tz}"',
-            f"starts_per_day = {round(self.starts / days, 3)}",
-            f"typing_speed = {round(max(1.0, min(speed, 20.0)), 2)}",
-        ]
+        behaviour: dict[str, Any] = {
+            "timezone": str(self.tz),
+            "starts_per_day": round(self.starts / self._days(), 3),
+            "typing_speed": round(max(1.0, min(speed, 20.0)), 2),
+        }
         if sleep is not None:
-            lines.append(f"sleep_hours = [{sleep[0]}, {sleep[1]}]")
-            lines.append(f"active_hours = [{sleep[1]}, {sleep[0]}]")
-        lines += [
-            "",
-            "[stats]",
-            f"messages = {self.messages}",
-            f"conversation_starts = {self.starts}",
-            f"hour_of_week = {self.hour_of_week}",
-            f"reply_latency_seconds = {_inline(_percentiles(self.latency.values))}",
-            f"burst_length = {_inline(_percentiles(self.bursts.values))}",
-            f"message_length = {_inline(_percentiles(self.length.values))}",
-            f"typing_chars_per_second = {_inline(_percentiles(self.speed.values))}",
-            "favourite_reactions = ["
-            + ", ".join(f'"{e}"' for e, _ in self.reactions.most_common(10))
-            + "]",
-        ]
-        return "\n".join(lines) + "\n"
+            behaviour["sleep_hours"] = [sleep[0], sleep[1]]
+            behaviour["active_hours"] = [sleep[1], sleep[0]]
+        stats = {
+            "messages": self.messages,
+            "conversation_starts": self.starts,
+            "hour_of_week": self.hour_of_week,
+            "reply_latency_seconds": _percentiles(self.latency.values),
+            "burst_length": _percentiles(self.bursts.values),
+            "message_length": _percentiles(self.length.values),
+            "typing_chars_per_second": _percentiles(self.speed.values),
+            "favourite_reactions": [e for e, _ in self.reactions.most_common(10)],
+        }
+        return {"behaviour": behaviour, "stats": stats}
 
+    def _days(self) -> float:
+        if self.first is None or self.last is None:
+            return 1.0
+        return max(1.0, (self.last - self.first).total_seconds() / 86400)
 
-def _inline(values: dict[str, float]) -> str:
-    return "{ " + ", ".join(f"{k} = {v}" for k, v in values.items()) + " }"
+    def write(self, path: Path) -> None:
+        """Write the profile as TOML, atomically and readable by its owner only."""
+        data = self.data()
+        heading = (
+            f"personad persona profile of {self.persona}: {self.messages} messages "
+            f"over {self._days():.0f} days"
+        )
+        write_toml(path, data, comment=heading)

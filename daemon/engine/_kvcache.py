@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import struct
-from collections import OrderedDict
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,20 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from models import atomic_path
+from .._kvfiles import (
+    BadStateFile,
+    conversation_of,
+    read_header,
+    read_state,
+    remove_partials,
+    state_file,
+    state_size,
+    write_state,
+)
 
-__all__ = ["KVCache", "SavedState", "common_prefix", "identity_of"]
+__all__ = ["KVCache", "SavedState", "common_prefix", "file_identity", "identity_of"]
 
 log = structlog.get_logger("personad.kvcache")
-
-_MAGIC = b"PDKV1\n"
 
 
 def common_prefix(a: Sequence[int] | npt.NDArray[np.intc], b: Sequence[int]) -> int:
@@ -69,7 +75,11 @@ class SavedState:
 
 
 class KVCache:
-    """RAM LRU under ``ram_bytes`` that spills into a directory LRU under ``disk_bytes``."""
+    """RAM LRU under ``ram_bytes`` that spills into a directory LRU under ``disk_bytes``.
+
+    The model's worker thread uses it, and the event loop drops conversations from it
+    (forget, retention), so every public method holds one lock.
+    """
 
     def __init__(
         self, directory: Path | None, identity: str, *, ram_bytes: int, disk_bytes: int
@@ -80,6 +90,11 @@ class KVCache:
         self.ram: OrderedDict[str, SavedState] = OrderedDict()
         # key -> (file, size, tokens); tokens kept so prefix matching needs no disk read.
         self.disk: OrderedDict[str, tuple[Path, int, npt.NDArray[np.intc]]] = OrderedDict()
+        # Files thrown away, by reason (exported as personad_kv_states_discarded_total).
+        self.discarded: Counter[str] = Counter()
+        self._stray = 0  # bytes of crash leftovers (.partial) that could not be removed
+        self._drops: Counter[str] = Counter()  # per conversation: drops so far
+        self._lock = threading.RLock()
         self.directory = directory / identity if directory is not None else None
         if self.directory is not None:
             self._scan()
@@ -87,119 +102,112 @@ class KVCache:
     @property
     def ram_used(self) -> int:
         """Bytes held in RAM."""
-        return sum(s.nbytes for s in self.ram.values())
+        with self._lock:
+            return sum(s.nbytes for s in self.ram.values())
 
     @property
     def disk_used(self) -> int:
-        """Bytes held on disk."""
-        return sum(size for _, size, _ in self.disk.values())
+        """Bytes held on disk, crash leftovers included."""
+        with self._lock:
+            return self._stray + sum(size for _, size, _ in self.disk.values())
 
-    def _file(self, directory: Path, key: str) -> Path:
-        return directory / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".kv")
+    def _discard(self, exc: BadStateFile) -> None:
+        """Throw away an unusable file: it costs one cold evaluation, never a request."""
+        log.warning("kv_state_discarded", file=str(exc.path), reason=exc.reason, error=exc.detail)
+        self.discarded[exc.reason] += 1
+        try:
+            exc.path.unlink(missing_ok=True)
+        except OSError as err:
+            log.warning("kv_state_not_removed", file=str(exc.path), error=str(err))
 
     def _scan(self) -> None:
         if self.directory is None or not self.directory.is_dir():
             return
+        removed, self._stray = remove_partials(self.directory)
+        if removed:
+            log.warning("kv_partials_removed", count=removed, directory=str(self.directory))
+            self.discarded["partial"] += removed
         found = []
         for path in self.directory.glob("*.kv"):
             try:
-                key, tokens = self._read_header(path)
-            except (OSError, ValueError) as exc:
-                log.warning("kv_state_unreadable", file=str(path), error=str(exc))
+                header = read_header(path, self.identity)
+                if path.name != state_file(self.directory, header.key).name:
+                    raise BadStateFile(path, "malformed", "its name does not match its key")
+                mtime = path.stat().st_mtime
+            except BadStateFile as exc:
+                self._discard(exc)
                 continue
-            found.append((path.stat().st_mtime, key, path, tokens))
-        for _, key, path, tokens in sorted(found, key=lambda f: f[0]):
-            self.disk[key] = (path, path.stat().st_size, tokens)
+            except OSError as exc:
+                self._discard(BadStateFile(path, "unreadable", str(exc)))
+                continue
+            found.append((mtime, header.key, path, header))
+        for _, key, path, header in sorted(found, key=lambda f: f[0]):
+            size = header.data_offset + header.nbytes
+            self.disk[key] = (path, size, header.tokens)
         if found:
             log.info("kv_states_found", count=len(found), bytes=self.disk_used)
 
-    def _read_header(self, path: Path) -> tuple[str, npt.NDArray[np.intc]]:
-        with path.open("rb") as fh:
-            if fh.read(len(_MAGIC)) != _MAGIC:
-                raise ValueError("not a personad KV state")
-            (n,) = struct.unpack("<I", fh.read(4))
-            header = json.loads(fh.read(n))
-            if header.get("identity") != self.identity:
-                raise ValueError("made for another model, adapter or context")
-            tokens = np.frombuffer(fh.read(4 * header["tokens"]), dtype=np.intc).copy()
-        if len(tokens) != header["tokens"]:
-            raise ValueError("truncated")
-        return str(header["key"]), tokens
-
     def _load(self, key: str) -> SavedState | None:
-        path, _size, tokens = self.disk[key]
+        path, _size, _tokens = self.disk[key]
         try:
-            with path.open("rb") as fh:
-                fh.seek(len(_MAGIC))
-                (n,) = struct.unpack("<I", fh.read(4))
-                header = json.loads(fh.read(n))
-                fh.seek(4 * len(tokens), os.SEEK_CUR)
-                data = fh.read()
-            if header.get("identity") != self.identity or len(data) != header["bytes"]:
-                raise ValueError("identity or size mismatch")
-        except (OSError, ValueError) as exc:
-            log.warning("kv_state_unreadable", file=str(path), error=str(exc))
-            self._drop_disk(key)
+            header, data = read_state(path, self.identity)
+        except BadStateFile as exc:
+            self.disk.pop(key, None)
+            self._discard(exc)
             return None
-        return SavedState(key, tokens, data)
+        return SavedState(key, header.tokens, data)
 
     def _drop_disk(self, key: str) -> None:
         entry = self.disk.pop(key, None)
         if entry is not None:
-            entry[0].unlink(missing_ok=True)
+            try:
+                entry[0].unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("kv_state_not_removed", file=str(entry[0]), error=str(exc))
 
     def _spill(self, state: SavedState) -> None:
         if self.directory is None or self.disk_bytes <= 0:
             return
-        path = self._file(self.directory, state.key)
-        header = json.dumps(
-            {
-                "identity": self.identity,
-                "key": state.key,
-                "tokens": len(state.tokens),
-                "bytes": len(state.data),
-            }
-        ).encode()
+        self._drop_disk(state.key)  # the new state replaces it
+        size = state_size(self.identity, state.key, len(state.tokens), len(state.data))
+        if size > self.disk_bytes:
+            return
+        # Room first: the .partial being written counts against the budget too.
+        while self.disk and self.disk_used + size > self.disk_bytes:
+            self._drop_disk(next(iter(self.disk)))
+        path = state_file(self.directory, state.key)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp, tmp.open("wb") as fh:
-                fh.write(_MAGIC + struct.pack("<I", len(header)) + header)
-                fh.write(state.tokens.astype(np.intc).tobytes())
-                fh.write(state.data)
+            write_state(path, self.identity, state.key, state.tokens, state.data)
         except OSError as exc:  # a full disk costs speed, never a request
             log.warning("kv_spill_failed", error=str(exc))
             return
-        self.disk[state.key] = (path, path.stat().st_size, state.tokens)
-        self.disk.move_to_end(state.key)
-        while self.disk_used > self.disk_bytes and self.disk:
-            self._drop_disk(next(iter(self.disk)))
+        self.disk[state.key] = (path, size, state.tokens)
 
     def get(self, key: str) -> SavedState | None:
         """The state of ``key``, from RAM or disk (which promotes it to RAM)."""
-        state = self.ram.get(key)
-        if state is not None:
-            self.ram.move_to_end(key)
-            return state
-        if key in self.disk:
-            state = self._load(key)
+        with self._lock:
+            state = self.ram.get(key)
             if state is not None:
-                self._keep(state)
-            return state
-        return None
+                self.ram.move_to_end(key)
+                return state
+            if key in self.disk:
+                state = self._load(key)
+                if state is not None:
+                    self._keep(state)
+                return state
+            return None
 
     def best_prefix(self, tokens: Sequence[int], scope: str = "") -> tuple[str, int] | None:
         """The stored key (starting with ``scope``) sharing the longest prefix with ``tokens``."""
         best: tuple[str, int] | None = None
-        for key, state in self.ram.items():
+        with self._lock:
+            stored = [(k, s.tokens) for k, s in self.ram.items()]
+            stored += [(k, t) for k, (_, _, t) in self.disk.items()]
+        for key, held in stored:
             if not key.startswith(scope):
                 continue
-            n = common_prefix(state.tokens, tokens)
-            if n and (best is None or n > best[1]):
-                best = (key, n)
-        for key, (_, _, stored) in self.disk.items():
-            if not key.startswith(scope):
-                continue
-            n = common_prefix(stored, tokens)
+            n = common_prefix(held, tokens)
             if n and (best is None or n > best[1]):
                 best = (key, n)
         return best
@@ -212,16 +220,47 @@ class KVCache:
             if old.key not in self.disk:
                 self._spill(old)
 
-    def put(self, state: SavedState) -> None:
-        """Keep ``state`` (the newest for its key); older copies on disk are dropped."""
-        if state.nbytes > self.ram_bytes:
-            self._spill(state)  # too big for RAM: straight to disk
-            return
-        self._drop_disk(state.key)
-        self._keep(state)
+    def put(self, state: SavedState, *, drops: int | None = None) -> None:
+        """Keep ``state`` (the newest for its key); older copies on disk are dropped.
+
+        ``drops`` is :meth:`drops` of the state's conversation when its evaluation began: if
+        the conversation was dropped since (forgotten mid-generation), the state is not kept.
+        """
+        with self._lock:
+            if drops is not None and self._drops[conversation_of(state.key)] != drops:
+                return
+            if state.nbytes > self.ram_bytes:
+                self.ram.pop(state.key, None)
+                self._spill(state)  # too big for RAM: straight to disk
+                return
+            self._drop_disk(state.key)
+            self._keep(state)
+
+    def discard_counts(self) -> dict[str, int]:
+        """Files thrown away so far, by reason."""
+        with self._lock:
+            return dict(self.discarded)
+
+    def drops(self, conversation: str) -> int:
+        """How often ``conversation`` was dropped (a token for :meth:`put`)."""
+        with self._lock:
+            return self._drops[conversation]
+
+    def drop_conversation(self, conversation: str) -> int:
+        """Forget every state of ``conversation`` (all adapters) in RAM and on disk."""
+        with self._lock:
+            self._drops[conversation] += 1
+            keys = {k for k in (*self.ram, *self.disk) if conversation_of(k) == conversation}
+            for key in keys:
+                self.ram.pop(key, None)
+                self._drop_disk(key)
+        if keys:
+            log.info("kv_conversation_dropped", states=len(keys))
+        return len(keys)
 
     def flush(self) -> None:
         """Write every RAM state to disk (at shutdown), so a restart finds them."""
-        for state in list(self.ram.values()):
-            if state.key not in self.disk:
-                self._spill(state)
+        with self._lock:
+            for state in list(self.ram.values()):
+                if state.key not in self.disk:
+                    self._spill(state)

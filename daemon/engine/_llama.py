@@ -27,6 +27,7 @@ from models import ModelManifest, read_gguf_info
 
 from .._types import GenerationParams, Piece, Prompt
 from ..errors import InvalidRequest, ModelUnavailable
+from ._chat import ControlToken, mark_messages, partition, split_marked, tokenize_parts
 from ._kvcache import KVCache, SavedState, common_prefix, file_identity, identity_of
 
 log = structlog.get_logger("personad.engine")
@@ -136,11 +137,33 @@ class LlamaModel:
                 eos_token=vocab.token_get_text(eos) if eos != -1 else "",
                 bos_token=vocab.token_get_text(bos) if bos != -1 else "",
             )
+        self._controls = self._control_tokens() if self._formatter is not None else []
 
-    # Tokenizing only reads the vocabulary, so it is safe beside a running decode (llama.cpp's
-    # own server tokenizes on its HTTP threads too); the request handler calls these directly.
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
-        """Render ``messages`` with the model's chat template and tokenize the result."""
+    def _control_tokens(self) -> list[ControlToken]:
+        """The tokens special parsing recognises, longest text first (llama.cpp's order)."""
+        vocab = self._llm._model.vocab
+        special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        found = []
+        for token in range(self._llm.n_vocab()):
+            attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+            if not attr & special:
+                continue
+            try:
+                text = llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # no text a template could write
+            if text:
+                found.append(
+                    ControlToken(
+                        token,
+                        text,
+                        lstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP),
+                        rstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP),
+                    )
+                )
+        return sorted(found, key=lambda t: -len(t.text.encode("utf-8")))
+
+    def _render(self, messages: list[dict[str, Any]]) -> Any:
         if self._formatter is None:
             raise InvalidRequest(
                 f"model {self.manifest.name!r} has no chat template: use /v1/completions, or "
@@ -148,17 +171,41 @@ class LlamaModel:
                 param="messages",
             )
         try:
-            rendered = self._formatter(messages=messages)  # type: ignore[arg-type]
+            return self._formatter(messages=messages)  # type: ignore[arg-type]
         except Exception as exc:  # the template is user data: any Jinja error is a bad request
             raise InvalidRequest(f"the chat template failed: {exc}", param="messages") from exc
-        tokens = self._llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+
+    # Tokenizing only reads the vocabulary, so it is safe beside a running decode (llama.cpp's
+    # own server tokenizes on its HTTP threads too); the request handler calls these directly.
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+        """Render ``messages`` with the model's chat template and tokenize the result.
+
+        Only the template's own text may hold control tokens: message text is tokenized with
+        special parsing off, so a user typing ``<|im_end|>`` gets those characters, not a turn
+        end (see ``_chat`` for how the two are told apart without changing the tokens).
+        """
+        rendered = self._render(messages)
+        marked_messages, marks = mark_messages(messages)
+        marked = self._render(marked_messages)
+        segments = split_marked(marked.prompt, marks, rendered.prompt)
+        parts = partition(segments, self._controls)
+        bos = self._llm.token_bos()
+        # The formatter writes BOS as text itself (added_special); otherwise add it here.
+        prefix = [bos] if not rendered.added_special and bos != -1 else []
+        tokens = tokenize_parts(
+            parts,
+            lambda text: self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+            prefix,
         )
         stop = rendered.stop
         return Prompt(tokens=tokens, stop=(stop,) if isinstance(stop, str) else tuple(stop or ()))
 
     def text_prompt(self, text: str) -> Prompt:
-        """Tokenize a raw prompt as is (with BOS, special tokens recognised)."""
+        """Tokenize a raw prompt as is (with BOS, special tokens recognised).
+
+        The caller of /v1/completions writes the whole prompt, control tokens included, as
+        with llama-server: nobody else's text is in it.
+        """
         return Prompt(tokens=self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
     def token_id_ok(self, token: int) -> bool:
@@ -244,17 +291,17 @@ class LlamaModel:
             log.warning("kv_restore_failed", model=self.manifest.name)
         return min(live, max(len(tokens) - 1, 0)), False
 
-    def _save(self, conversation: str | None) -> None:
+    def _save(self, conversation: str | None, drops: int) -> None:
         if self.kv is None or conversation is None:
             return
-        conversation = f"{self._active_adapter or ''}\x1f{conversation}"
+        key = f"{self._active_adapter or ''}\x1f{conversation}"
         llm = self._llm
         ctx = llm._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
         tokens = np.array(llm.input_ids[: llm.n_tokens], dtype=np.intc)
-        self.kv.put(SavedState(conversation, tokens, ctypes.string_at(buf, written)))
+        self.kv.put(SavedState(key, tokens, ctypes.string_at(buf, written)), drops=drops)
 
     def generate(
         self,
@@ -270,6 +317,10 @@ class LlamaModel:
         the per-conversation cache, so only what follows the common prefix is evaluated.
         """
         llm = self._llm
+        # A conversation dropped while this runs (forgotten) must not be saved again after it.
+        drops = (
+            self.kv.drops(conversation) if self.kv is not None and conversation is not None else 0
+        )
         cached, from_store = self._prepare(prompt.tokens, conversation, adapter)
         room = self.n_ctx - len(prompt.tokens)
         limit = room if params.max_tokens is None else min(params.max_tokens, room)
@@ -314,7 +365,7 @@ class LlamaModel:
         finally:
             tokens.close()
             try:
-                self._save(conversation)
+                self._save(conversation, drops)
             except (OSError, MemoryError) as exc:  # a cache failure never fails a request
                 log.warning("kv_save_failed", model=self.manifest.name, error=str(exc))
         if finish != "stop":
@@ -330,6 +381,18 @@ class LlamaModel:
     def kv_bytes(self) -> tuple[int, int]:
         """Bytes of stored KV states in RAM and on disk."""
         return (self.kv.ram_used, self.kv.disk_used) if self.kv is not None else (0, 0)
+
+    def kv_discarded(self) -> dict[str, int]:
+        """Unusable state files thrown away since load, by reason."""
+        return self.kv.discard_counts() if self.kv is not None else {}
+
+    def drop_conversation(self, conversation: str) -> int:
+        """Drop every stored state of ``conversation`` (RAM and disk); how many there were.
+
+        Safe from any thread: the store has its own lock, and a generation of the same
+        conversation that is running now does not save its state afterwards.
+        """
+        return self.kv.drop_conversation(conversation) if self.kv is not None else 0
 
     def close(self) -> None:
         """Free the model and context memory now; RAM states go to disk for the next start."""

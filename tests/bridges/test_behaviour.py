@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from bridges import Attachment, PersonaEngine, Store, User
@@ -45,9 +47,12 @@ def make_world(
     start: datetime = MONDAY_NOON,
     fmt: str = "transcript",
     clock: FakeClock | None = None,
+    name: str = "Robin",
+    first_id: int = 1,
+    bridge_class: type[RecordingBridge] = RecordingBridge,
     **behaviour: Any,
 ) -> World:
-    """A persona 'Robin' on a recording bridge, all times on a fake clock."""
+    """A persona ('Robin') on a recording bridge, all times on a fake clock."""
     settings: dict[str, Any] = dict(
         channels=["general"],
         debounce=4,
@@ -63,7 +68,7 @@ def make_world(
     )
     settings.update(behaviour)
     persona = PersonaManifest(
-        name="Robin",
+        name=name,
         format=fmt,
         card=PersonaCard(description="Robin likes puns."),  # type: ignore[arg-type]
         behaviour=BehaviourSettings(**settings),
@@ -72,7 +77,7 @@ def make_world(
     store = Store(tmp_path / "state.db")
     completer = ScriptedCompleter(list(script) if not callable(script) else script)
     engine = PersonaEngine(persona, completer, store, clock, clock, random.Random(7))
-    bridge = RecordingBridge(_NoOpts(), engine, persona="Robin", clock=clock)
+    bridge = bridge_class(_NoOpts(), engine, persona=name, clock=clock, first_id=first_id)
     engine.attach(bridge)
     return World(engine, bridge, clock, completer, store)
 
@@ -82,6 +87,16 @@ async def attempt_start(w: World) -> bool:
     task = asyncio.ensure_future(w.engine.try_start())
     await w.clock.advance(120)
     return task.result()
+
+
+@pytest.fixture
+def utc_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The host's local time zone is UTC for the test (restored afterwards)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def scenario(fn: Callable[[], Awaitable[None]]) -> None:
@@ -286,15 +301,18 @@ def test_rate_limit_per_channel(tmp_path: Path) -> None:
 
 
 def test_only_configured_channels(tmp_path: Path) -> None:
-    """Messages elsewhere are remembered but never answered."""
+    """Messages and reactions elsewhere are neither answered nor stored."""
+    from bridges import ReactionEvent
 
     async def run() -> None:
         w = make_world(tmp_path, ["Robin: hi"])
         await w.engine.start()
-        await w.bridge.say(ALEX, "Robin?", channel="random")
+        mid = await w.bridge.say(ALEX, "Robin?", channel="random")
+        await w.engine.on_reaction(w.bridge, ReactionEvent("random", mid, BOB, "👀", w.clock.now()))
         await w.clock.advance(60)
         assert w.completer.calls == []
-        assert len(w.store.recent("Robin", "fake", "random", 10)) == 1
+        assert w.store.for_persona("Robin").recent("fake", "random", 10) == []
+        assert w.store.for_persona("Robin").channels() == []
 
     scenario(run)
 
@@ -347,9 +365,9 @@ def test_proactive_start_is_a_scheduled_job(tmp_path: Path) -> None:
         await w.engine.start()
         await w.bridge.say(ALEX, "hi")
         await w.clock.advance(10 * 60)
-        planned = w.store.get("Robin", "next_start")
+        planned = w.engine.state.next_start
         assert planned is not None
-        await w.clock.advance_to(datetime.fromtimestamp(planned, UTC) + timedelta(seconds=30))
+        await w.clock.advance_to(planned + timedelta(seconds=30))
         assert "hello?" in w.bridge.sent()
 
     scenario(run)
@@ -444,7 +462,9 @@ def test_random_away_period(tmp_path: Path) -> None:
     async def run() -> None:
         w = make_world(tmp_path, lambda call: " back", away_per_day=24, away_minutes=(30, 30))
         await w.engine.start()
-        start, end = (datetime.fromtimestamp(t, UTC) for t in w.store.get("Robin", "away"))
+        away = w.engine.state.away
+        assert away is not None
+        start, end = away.start, away.end
         assert end - start == timedelta(minutes=30)
         await w.clock.advance_to(start + timedelta(minutes=1))
         assert w.bridge.of("presence")[-1][2] == "offline"
@@ -472,9 +492,10 @@ def test_restart_in_the_middle_of_an_offline_period(tmp_path: Path) -> None:
             clock=clock,
         )
         await first.engine.start()
-        away = first.store.get("Robin", "away")
-        planned_start = first.store.get("Robin", "next_start")
-        start, end = (datetime.fromtimestamp(t, UTC) for t in away)
+        away = first.engine.state.away
+        planned_start = first.engine.state.next_start
+        assert away is not None
+        start, end = away.start, away.end
         await clock.advance_to(start + timedelta(minutes=10))
         assert not first.engine.online
         await first.engine.stop()
@@ -490,8 +511,8 @@ def test_restart_in_the_middle_of_an_offline_period(tmp_path: Path) -> None:
             clock=clock,
         )
         await second.engine.start()
-        assert second.store.get("Robin", "away") == away
-        assert second.store.get("Robin", "next_start") == planned_start
+        assert second.engine.state.away == away
+        assert second.engine.state.next_start == planned_start
         assert not second.engine.online
         await second.bridge.say(ALEX, "Robin, still there?")
         await clock.advance(60)
@@ -514,10 +535,12 @@ def test_retention_and_forget(tmp_path: Path) -> None:
         await w.bridge.say(ALEX, "new")
         await w.bridge.say(BOB, "bob's")
         await w.clock.advance(7 * 3600)  # the retention job runs every 6 hours
-        texts = [m.text for m in w.store.recent("Robin", "fake", "general", 10)]
+        texts = [m.text for m in w.store.for_persona("Robin").recent("fake", "general", 10)]
         assert texts == ["new", "bob's"]
-        assert w.store.forget_user("u-bob") == 1
-        assert [m.text for m in w.store.recent("Robin", "fake", "general", 10)] == ["new"]
+        assert w.store.forget_user("u-bob").rows == 1
+        assert [m.text for m in w.store.for_persona("Robin").recent("fake", "general", 10)] == [
+            "new"
+        ]
 
     scenario(run)
 
@@ -537,8 +560,172 @@ def test_edits_and_deletions_update_the_history(tmp_path: Path) -> None:
         )
         await w.clock.advance(30)
         assert len(w.completer.calls) == calls
-        assert [m.text for m in w.store.recent("Robin", "fake", "general", 5)] == ["typo"]
+        assert [m.text for m in w.store.for_persona("Robin").recent("fake", "general", 5)] == [
+            "typo"
+        ]
         await w.engine.on_delete(w.bridge, "general", mid)
-        assert w.store.recent("Robin", "fake", "general", 5) == []
+        assert w.store.for_persona("Robin").recent("fake", "general", 5) == []
+
+    scenario(run)
+
+
+def test_a_backfilled_edit_is_new_if_unseen_and_an_edit_if_seen(tmp_path: Path) -> None:
+    """An edited copy of a known message edits it (no turn); of an unknown one, it is new."""
+    from bridges import MessageEvent
+
+    async def run() -> None:
+        w = make_world(tmp_path, lambda call: " sure")
+        await w.engine.start()
+        await w.engine.on_message(
+            w.bridge,
+            MessageEvent("general", "d1", ALEX, "Robin, lunch?", w.clock.now(), edited=True),
+        )
+        await w.clock.advance(60)
+        assert w.bridge.sent() == ["sure"]
+        await w.engine.on_message(
+            w.bridge,
+            MessageEvent("general", "d1", ALEX, "Robin, lunch at 1?", w.clock.now(), edited=True),
+        )
+        await w.clock.advance(60)
+        assert w.bridge.sent() == ["sure"]
+        texts = [m.text for m in w.store.for_persona("Robin").recent("fake", "general", 5)]
+        assert texts == ["Robin, lunch at 1?", "sure"]
+
+    scenario(run)
+
+
+def test_retention_is_per_persona(tmp_path: Path) -> None:
+    """Two personas keeping 1 and 30 days: a 2-day-old message goes for the first only."""
+
+    async def run() -> None:
+        clock = FakeClock(MONDAY_NOON)
+        robin = make_world(tmp_path, lambda call: "Bob: x", clock=clock, history_days=1)
+        sam = make_world(tmp_path, lambda call: "Bob: x", clock=clock, name="Sam", history_days=30)
+        await robin.engine.start()
+        await sam.engine.start()
+        await robin.bridge.say(ALEX, "first")
+        await sam.bridge.say(ALEX, "second")
+        await clock.advance(2 * 86400)
+        assert robin.store.for_persona("Robin").recent("fake", "general", 10) == []
+        assert [m.text for m in sam.store.for_persona("Sam").recent("fake", "general", 10)] == [
+            "second"
+        ]
+        assert robin.completer.dropped == ["Robin/fake/general"]
+        assert sam.completer.dropped == []
+
+    scenario(run)
+
+
+def test_deleting_a_message_drops_its_conversation_state(tmp_path: Path) -> None:
+    """A deletion drops the model state of the very conversation key completions used."""
+
+    async def run() -> None:
+        w = make_world(tmp_path, lambda call: "Bob: ok")
+        await w.engine.start()
+        mid = await w.bridge.say(ALEX, "my secret")
+        await w.clock.advance(30)
+        await w.engine.on_delete(w.bridge, "general", "nonexistent")
+        assert w.completer.dropped == []
+        await w.engine.on_delete(w.bridge, "general", mid)
+        assert w.completer.dropped == [w.completer.calls[0].conversation] == ["Robin/fake/general"]
+
+    scenario(run)
+
+
+class FlakyBridge(RecordingBridge):
+    """A recording bridge whose platform calls fail when a test says so."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.presence_calls = 0
+        self.fail_presence: set[int] = set()  # which set_presence calls fail (1-based)
+        self.fail_send = 0  # how many sends fail next
+
+    async def set_presence(self, status: Any, text: str | None = None) -> None:
+        self.presence_calls += 1
+        if self.presence_calls in self.fail_presence:
+            raise ConnectionError("gateway hiccup")
+        await super().set_presence(status, text)
+
+    async def send(self, channel: str, text: str) -> str:
+        if self.fail_send:
+            self.fail_send -= 1
+            raise ConnectionError("gateway hiccup")
+        return await super().send(channel, text)
+
+
+def test_a_failed_presence_call_is_retried_and_the_day_goes_on(tmp_path: Path) -> None:
+    """set_presence failing at start and at bedtime is retried; the next wake-up still runs."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: " hi",
+            sleep_hours=(1, 8),
+            start=MONDAY_NOON.replace(hour=0, minute=30),
+            bridge_class=FlakyBridge,
+        )
+        assert isinstance(w.bridge, FlakyBridge)
+        w.bridge.fail_presence = {1, 3}
+        await w.engine.start()
+        await w.clock.advance_to(MONDAY_NOON.replace(hour=8, minute=30))
+        shown = [(a[2], a[3].strftime("%H:%M")) for a in w.bridge.of("presence")]
+        assert shown == [("online", "00:35"), ("offline", "01:05"), ("online", "08:00")]
+        assert any(job.endswith(":presence") for job in w.clock.pending_jobs())
+
+    scenario(run)
+
+
+def test_a_failed_start_keeps_the_next_one_planned(tmp_path: Path) -> None:
+    """A send failing inside the proactive-start job is logged; the next start is planned."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: " hello?",
+            starts_per_day=24,
+            quiet_before_start=60,
+            active_hours=(0, 24),
+            bridge_class=FlakyBridge,
+        )
+        await w.engine.start()
+        await w.bridge.say(ALEX, "hi")
+        await w.clock.advance(10 * 60)
+        assert isinstance(w.bridge, FlakyBridge)
+        w.bridge.fail_send = 1
+        planned = w.engine.state.next_start
+        assert planned is not None
+        await w.clock.advance_to(planned + timedelta(seconds=60))
+        assert "hello?" not in w.bridge.sent()
+        replanned = w.engine.state.next_start
+        assert replanned is not None and replanned > planned
+        await w.clock.advance_to(replanned + timedelta(seconds=60))
+        assert "hello?" in w.bridge.sent()
+
+    scenario(run)
+
+
+def test_starts_per_day_count_the_personas_days(tmp_path: Path, utc_host: None) -> None:
+    """max_starts_per_day resets at midnight in the persona's time zone, not the host's."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            lambda call: " anyone around?",
+            start=MONDAY_NOON.replace(hour=14),  # 23:00 in Tokyo
+            timezone="Asia/Tokyo",
+            quiet_before_start=600,
+            max_starts_per_day=1,
+            active_hours=(0, 24),
+        )
+        await w.engine.start()
+        await w.bridge.say(ALEX, "hi")
+        await w.clock.advance(20 * 60)
+        assert await attempt_start(w)  # 23:22 Tokyo
+        await w.bridge.say(ALEX, "me!")
+        await w.clock.advance(20 * 60)
+        assert not await attempt_start(w)  # 23:44 Tokyo: one today already
+        await w.clock.advance_to(MONDAY_NOON.replace(hour=15, minute=30))
+        assert await attempt_start(w)  # 00:30 Tokyo, Tuesday; still Monday on the host
 
     scenario(run)

@@ -14,7 +14,7 @@ import pytest
 from discord.ext.test import backend, factories
 
 from bridges import Bridge, BridgeHost, BridgeStartError, PersonaEngine, Store, User
-from bridges._behaviour import _split
+from bridges.persona._speaker import split_text as _split
 from bridges.discord import DiscordBridge, DiscordOptions
 from bridges.testing import BridgeContract, FakeClock, FakeHost, RecordingBridge, ScriptedCompleter
 from daemon import load_settings
@@ -139,7 +139,7 @@ def test_outgoing_mentions_become_real_mentions() -> None:
 
 
 def test_allow_lists_and_direct_messages() -> None:
-    """Channels outside the allow-list and DMs (unless enabled) are ignored."""
+    """Channels outside the allow-list and DMs (unless enabled for that user) are ignored."""
 
     async def scenario() -> None:
         bridge, host, cfg = await _configured()
@@ -151,6 +151,8 @@ def test_allow_lists_and_direct_messages() -> None:
         dm = await cfg.members[0].create_dm()
         assert not bridge.allowed(dm)
         bridge.opts.dms = True
+        assert not bridge.allowed(dm)
+        bridge.opts.dm_users = [str(cfg.members[0].id)]
         assert bridge.allowed(dm)
         bridge.opts.guilds = [12345]
         assert not bridge.allowed(general)
@@ -256,7 +258,13 @@ def test_edits_and_deletions_update_history() -> None:
         message = await dpytest.message("tpyo", channel=general, member=alice)
         state = backend.get_state()
         data = factories.dict_from_message(message)
-        data.update(content="typo", channel_id=general.id, guild_id=general.guild.id)
+        # Discord stamps a real edit; link previews and pins arrive without a new stamp.
+        data.update(
+            content="typo",
+            channel_id=general.id,
+            guild_id=general.guild.id,
+            edited_timestamp=discord.utils.utcnow().isoformat(),
+        )
         state.parse_message_update(data)
         state.parse_message_delete(
             {"id": message.id, "channel_id": general.id, "guild_id": general.guild.id}

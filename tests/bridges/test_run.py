@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,9 @@ def test_console_conversation_with_a_gap(tmp_path: Path) -> None:
     db.close()
     assert [r[0] for r in rows] == ["Alex", "Robin", "Alex", "Robin"]
     assert (tmp_path / "data" / "personad.log").read_text().count("session_started") == 2
+    # The log and the conversation store are the user's alone.
+    for path, mode in (("", 0o700), ("personad.log", 0o600), ("personad.db", 0o600)):
+        assert stat.S_IMODE((tmp_path / "data" / path).stat().st_mode) == mode, path
 
 
 def test_forget_deletes_one_persons_messages(tmp_path: Path) -> None:
@@ -76,14 +80,14 @@ def test_forget_deletes_one_persons_messages(tmp_path: Path) -> None:
 
     cfg = _config(tmp_path)
     store = Store(tmp_path / "data" / "personad.db")
+    robin = store.for_persona("Robin")
     now = FakeClock().now()
     for author in ("u1", "u2", "u1"):
-        store.add(
-            "Robin",
+        robin.add(
             StoredMessage(
                 "fake",
                 "c",
-                f"{author}-{len(store.since('Robin', now.replace(year=2000)))}",
+                f"{author}-{len(robin.since(now.replace(year=2000)))}",
                 author,
                 author,
                 False,
@@ -103,7 +107,7 @@ def test_forget_deletes_one_persons_messages(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "forgot 2" in proc.stdout
     store = Store(tmp_path / "data" / "personad.db")
-    assert [m.author_id for m in store.recent("Robin", "fake", "c", 10)] == ["u2"]
+    assert [m.author_id for m in store.for_persona("Robin").recent("fake", "c", 10)] == ["u2"]
     store.close()
 
 

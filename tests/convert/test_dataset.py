@@ -62,7 +62,7 @@ def test_runtime_prompt_equals_training_prompt(tmp_path: Path) -> None:
         await w.bridge.say(BOB, "pizza place?", reply_to="m1")
         await w.bridge.say(ALEX, "hm")
         await w.clock.advance(60)
-        history = w.store.recent("Robin", "fake", "general", 100)
+        history = w.store.for_persona("Robin").recent("fake", "general", 100)
         return w.completer.calls[-1].prompt, history
 
     runtime_prompt, history = asyncio.run(run())

@@ -191,7 +191,11 @@ def test_prompt_longer_than_context_is_400(client: openai.OpenAI) -> None:
 
 def test_invalid_json_body_is_400(shared_daemon: Running) -> None:
     """A body that is not JSON gets an OpenAI error object, not a crash."""
-    r = httpx.post(f"{shared_daemon.url}/v1/chat/completions", content=b"{not json")
+    r = httpx.post(
+        f"{shared_daemon.url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error"
 

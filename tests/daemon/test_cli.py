@@ -45,7 +45,8 @@ def test_models_list_reports_bad_files_and_lists_the_rest(tmp_path: Path, demo_p
     assert rows["persona"]["architecture"] == "llama"
     assert rows["persona"]["parameters"] == 134_515_008
     assert rows["persona"]["quantization"] == "Q4_1"
-    assert rows["persona"]["context_length"] == 8192
+    assert rows["persona"]["context_length"] == 1024  # what is served...
+    assert rows["persona"]["trained_context_length"] == 8192  # ...of what the model knows
     assert rows["persona"]["size_bytes"] == demo_path.stat().st_size
     assert rows["smollm2"]["error"] is None
     assert "file not found" in rows["gone"]["error"]
@@ -57,8 +58,28 @@ def test_models_list_table(tmp_path: Path) -> None:
     proc = _run("models", "list", "--config", str(_config(tmp_path)), env={"COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "smollm2" in x)
-    for cell in ("SmolLM2-135M-Instruct.Q4_1.gguf", "llama", "134.5M", "Q4_1", "8192", "93.8 MB"):
+    for cell in ("SmolLM2-135M-Instruct.Q4_1.gguf", "llama", "134.5M", "Q4_1", "2048", "93.8 MB"):
         assert cell in line
+
+
+def test_models_list_shows_the_served_context(tmp_path: Path, demo_path: Path) -> None:
+    """The CONTEXT listed is the context the engine really gives each model."""
+    from daemon.engine import LlamaModel
+    from models import Catalog
+
+    write_model(tmp_path / "models", "small", demo_path, context_length=1024)
+    write_model(tmp_path / "models", "unset", demo_path)
+    proc = _run("models", "list", "--json", "--config", str(_config(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    listed = {r["name"]: r["context_length"] for r in json.loads(proc.stdout)}
+    catalog = Catalog.load(tmp_path / "models")
+    for name in ("small", "unset", "smollm2"):
+        model = LlamaModel(catalog.get(name))
+        try:
+            assert listed[name] == model.n_ctx, name
+        finally:
+            model.close()
+    assert listed["unset"] < 8192  # capped, not the trained context
 
 
 def test_models_list_does_not_load_llama_cpp(tmp_path: Path) -> None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import generate_latest
 
 from daemon._daemon import Daemon, _default_loader
+from daemon._manager import ModelManager, ModelSlot
+from daemon._metrics import Metrics
+from daemon._types import GenerationParams
 from models import Catalog, ModelManifest
 from tests.conftest import make_settings, serve, write_model
 from tests.daemon.test_queue import FakeClock
@@ -133,3 +139,86 @@ def test_catalog_is_shared_with_the_api(tmp_path: Path, demo_path: Path) -> None
     with serve(make_settings(tmp_path), catalog=catalog) as running:
         ids = [m["id"] for m in httpx.get(f"{running.url}/v1/models").json()["data"]]
         assert ids == ["only"]
+
+
+def _kv_manager(tmp_path: Path, demo_path: Path) -> tuple[ModelManager, Metrics, Path]:
+    """A manager with the real loader and its KV files in data_dir/kv, as the daemon runs it."""
+    # Different contexts: each model has its own KV directory.
+    for name, n_ctx in (("a", 256), ("b", 512)):
+        write_model(tmp_path / "models", name, demo_path, context_length=n_ctx)
+    settings = make_settings(tmp_path, include_demo=False)
+    kv_dir = settings.data_dir / "kv"
+    metrics = Metrics()
+    manager = ModelManager(
+        Catalog.load(tmp_path / "models", include_demo=False),
+        max_loaded=2,
+        keep_alive=-1,
+        queue_size=4,
+        metrics=metrics,
+        loader=functools.partial(_default_loader, settings=settings),
+        clock=FakeClock(),
+        kv_dir=kv_dir,
+    )
+    return manager, metrics, kv_dir
+
+
+def _say(slot: ModelSlot, text: str, conversation: str) -> None:
+    params = GenerationParams(max_tokens=2, temperature=0.0)
+    prompt = slot.model.text_prompt(text * 8)
+    list(slot.model.generate(prompt, params, threading.Event(), conversation=conversation))
+
+
+def _conversations(kv_dir: Path) -> list[str]:
+    found = []
+    for path in sorted(kv_dir.glob("*/*.kv")):
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[6:10], "little")
+        found.append(json.loads(raw[10 : 10 + n])["key"].split("\x1f")[1])
+    return sorted(found)
+
+
+def test_drop_conversation_reaches_every_model(tmp_path: Path, demo_path: Path) -> None:
+    """A dropped conversation leaves loaded models' RAM and disk, and unloaded models' files."""
+
+    async def scenario() -> None:
+        m, _, kv_dir = _kv_manager(tmp_path, demo_path)
+        b = await m.acquire("b")
+        _say(b, "Alice wrote something private. ", "alice-dm")
+        _say(b, "The group talked about hiking. ", "group")
+        m.release(b)
+        await m.unload("b", reason="test")  # b's states are files now
+        a = await m.acquire("a")
+        _say(a, "Alice wrote something private. ", "alice-dm")
+        _say(a, "The group talked about hiking. ", "group")
+        m.release(a)
+        assert _conversations(kv_dir) == ["alice-dm", "group"]  # b's; a's are in RAM
+        assert m.drop_conversation("alice-dm") == 2
+        assert _conversations(kv_dir) == ["group"]
+        assert [k.split("\x1f")[1] for k in a.model.kv.ram] == ["group"]
+        await m.aclose()  # flushing RAM at shutdown brings nothing back
+        assert _conversations(kv_dir) == ["group", "group"]
+        assert m.drop_conversation("group") == 2 and _conversations(kv_dir) == []
+
+    asyncio.run(scenario())
+
+
+def test_discarded_state_files_are_counted_in_metrics(tmp_path: Path, demo_path: Path) -> None:
+    """A broken state file is reported in /metrics by model and reason, also after unloading."""
+
+    async def scenario() -> None:
+        m, metrics, _ = _kv_manager(tmp_path, demo_path)
+        a = await m.acquire("a")
+        directory = a.model.kv.directory
+        m.release(a)
+        await m.unload("a", reason="test")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "broken.kv").write_bytes(b"PDKV1\n\x05\x00\x00\x00{oops")
+        m.release(await m.acquire("a"))
+        sample = 'personad_kv_states_discarded_total{model="a",reason="malformed"} 1.0'
+        assert sample in generate_latest(metrics.registry).decode()
+        await m.unload("a", reason="test")
+        assert sample in generate_latest(metrics.registry).decode()
+        assert not (directory / "broken.kv").exists()
+        await m.aclose()
+
+    asyncio.run(scenario())

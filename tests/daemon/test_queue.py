@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from typing import Any
 
 import pytest
 
 from daemon._queue import Job, Priority, RequestQueue
+from daemon._service import CompletionJob
 from daemon.errors import QueueFull, QueueTimeout, Superseded
 
 
@@ -163,3 +166,71 @@ def test_get_waits_for_a_job() -> None:
         assert j.started.done()
 
     asyncio.run(scenario())
+
+
+def _unretrieved(scenario: Any) -> list[dict[str, Any]]:
+    """Run ``scenario(clock)`` and return what the loop reported about lost exceptions."""
+    reported: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+        await scenario(FakeClock())
+        gc.collect()
+
+    asyncio.run(main())
+    return reported
+
+
+def test_504_while_waiting_leaves_no_unretrieved_exception() -> None:
+    """A request that gives up waiting (504) leaves no "exception was never retrieved"."""
+
+    async def scenario(clock: FakeClock) -> None:
+        job = _job(clock, timeout=5)
+        handle = CompletionJob(model="m", job=job, prompt_tokens=1)
+        with pytest.raises(QueueTimeout):
+            await handle.wait_started(clock.now + 10)
+        del job, handle
+
+    assert _unretrieved(scenario) == []
+
+
+def test_expired_in_queue_leaves_no_unretrieved_exception() -> None:
+    """A job failed by the queue at its deadline, whose client left, reports nothing lost."""
+
+    async def scenario(clock: FakeClock) -> None:
+        q = RequestQueue("m", 5, clock)
+        old, fresh = _job(clock, timeout=5), _job(clock, timeout=60)
+        q.put(old)
+        q.put(fresh)
+        clock.now += 10
+        assert await q.get() is fresh
+        q.done(fresh, 0.1)
+        q.drop_expired()
+        del old
+
+    assert _unretrieved(scenario) == []
+
+
+@pytest.mark.parametrize(
+    ("priority", "advice"),
+    [("background", "priority 'interactive'"), ("interactive", "other interactive requests")],
+)
+def test_timeout_advice_depends_on_priority(priority: Priority, advice: str) -> None:
+    """Only a background request is told that priority 'interactive' would help."""
+
+    async def scenario() -> str:
+        clock = FakeClock()
+        q = RequestQueue("m", 5, clock)
+        job = _job(clock, priority, timeout=5)
+        q.put(job)
+        q.put(_job(clock, priority, timeout=60))
+        clock.now += 10
+        await q.get()
+        with pytest.raises(QueueTimeout) as info:
+            await job.started
+        return str(info.value)
+
+    message = asyncio.run(scenario())
+    assert advice in message
+    if priority == "interactive":
+        assert "priority" not in message

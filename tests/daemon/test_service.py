@@ -340,3 +340,83 @@ def test_doctor_reports_each_check(tmp_path: Path) -> None:
     assert "FIX discord token for demo: missing → a credential file" in text
     assert "OK  data directory" in text
     assert "FIX service: no personad unit installed → personad service install" in text
+
+
+def test_system_unit_uses_system_paths(tmp_path: Path) -> None:
+    """--system --print names /var/lib/personad and /etc/personad, never the caller's home,
+    and every unit makes the files it creates owner-only."""
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / ".config"),
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        # The unit starts the installed `personad` script.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    unit = subprocess.run(
+        [sys.executable, "-m", "daemon", "service", "install", "--system", "--print"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert unit.returncode == 0, unit.stderr
+    text = unit.stdout
+    assert str(tmp_path) not in text
+    assert "User=personad" in text and "UMask=0077" in text
+    assert "ReadWritePaths=-/var/lib/personad -/var/cache/personad" in text
+    assert "Environment=PERSONAD_CONFIG=/etc/personad/personad.toml" in text
+    _verify(text, tmp_path, "system")
+    assert "UMask=0077" in render_unit(SPEC, "user")
+
+
+def test_doctor_counts_a_time_wait_port_as_free(tmp_path: Path) -> None:
+    """A port held only by a TIME-WAIT connection of a stopped daemon is free to the next
+    daemon (it binds with SO_REUSEADDR, as uvicorn does), so doctor says it is free."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the daemon's has
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end of the port goes to TIME-WAIT
+    client.close()
+    listener.close()
+    plain = socket.socket()
+    with pytest.raises(OSError):  # the situation doctor used to misreport
+        plain.bind(("127.0.0.1", port))
+    plain.close()
+    cfg = tmp_path / "personad.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n[server]\nport = {port}\n'
+        f'[models]\ndir = "{tmp_path / "models"}"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon", "doctor", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(tmp_path), "COLUMNS": "300"},
+    )
+    assert f"OK  port: 127.0.0.1:{port} is free" in proc.stdout, proc.stdout
+
+
+def test_doctor_reports_a_port_in_use(tmp_path: Path) -> None:
+    """A port another socket listens on is reported with the fix."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "personad.toml"
+        cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n[server]\nport = {port}\n')
+        proc = subprocess.run(
+            [sys.executable, "-m", "daemon", "doctor", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "HOME": str(tmp_path), "COLUMNS": "300"},
+        )
+    assert f"FIX port: cannot listen on 127.0.0.1:{port}" in proc.stdout, proc.stdout
+    assert "set server.port" in proc.stdout

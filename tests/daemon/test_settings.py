@@ -104,3 +104,29 @@ def test_paths_expand_the_home_directory(tmp_path: Path) -> None:
     s = load_settings(cfg, environ={})
     assert s.data_dir == Path.home() / "pd-data"
     assert s.models.dir == Path.home() / "pd-models"
+
+
+def test_non_utf8_config_is_a_config_error(tmp_path: Path) -> None:
+    """A config file in another encoding gets a message naming the file, not a traceback."""
+    cfg = tmp_path / "personad.toml"
+    cfg.write_bytes("[server]\n# café\nport = 9000\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"personad\.toml: is not UTF-8 text .*save it as UTF-8"):
+        load_settings(cfg, environ={})
+
+
+def test_non_utf8_credential_is_a_config_error(tmp_path: Path) -> None:
+    """A credential file that is not UTF-8 names the file."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "server__api_key").write_bytes(b"\xff\xfekey")
+    with pytest.raises(ConfigError, match=r"server__api_key: credential is not UTF-8"):
+        load_settings(environ={"CREDENTIALS_DIRECTORY": str(creds)})
+
+
+def test_secret_values_never_appear_in_errors(tmp_path: Path) -> None:
+    """A wrongly typed API key is reported without its value."""
+    cfg = tmp_path / "personad.toml"
+    cfg.write_text("[server]\napi_key = 987654321\n")
+    with pytest.raises(ConfigError, match=r"server\.api_key") as info:
+        load_settings(cfg, environ={})
+    assert "987654321" not in str(info.value)

@@ -1,0 +1,113 @@
+"""Checks every HTTP request passes before a handler runs: key, Host, Origin and body.
+
+A daemon without a key on loopback is still reachable by any web page the user opens: a page
+can POST a form without a CORS preflight, and DNS rebinding lets it read the answers under its
+own name. So bodies must be declared JSON (a form cannot), the Host must be one of ours, and a
+browser request from another origin is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from fastapi import Request
+
+from ._settings import ServerSettings
+from .errors import (
+    ForeignOrigin,
+    HostNotAllowed,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+
+__all__ = ["KeyCheck", "OriginCheck", "read_json_body"]
+
+_WILDCARDS = {"", "0.0.0.0", "::", "*"}
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, without the port (``[::1]:80`` -> ``::1``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() and ":" not in name else host
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class KeyCheck:
+    """The bearer-token check: a dependency of every route but /health."""
+
+    def __init__(self, server: ServerSettings) -> None:
+        key = server.api_key
+        self._key = key.get_secret_value().encode() if key is not None else None
+
+    async def __call__(self, request: Request) -> None:
+        if self._key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # Constant time: the comparison must not tell an attacker how much of a guess is right.
+        ok = hmac.compare_digest(token.strip().encode(), self._key)
+        if scheme.lower() != "bearer" or not ok:
+            raise Unauthorized()
+
+
+class OriginCheck:
+    """Refuse foreign Host names (DNS rebinding) and foreign Origins (cross-site pages)."""
+
+    def __init__(self, server: ServerSettings) -> None:
+        names = {n.strip().lower() for n in server.allowed_hosts}
+        if server.host.strip().lower() not in _WILDCARDS:
+            names.add(_hostname(server.host))
+        self._hosts = names
+        # With a key, a page cannot use the API anyway: any name is fine unless some are set.
+        self._any_host = "*" in names or (server.api_key is not None and not server.allowed_hosts)
+        self._origins = {o.strip().lower().rstrip("/") for o in server.allowed_origins}
+
+    def host_ok(self, host: str) -> bool:
+        """Whether ``host`` (a Host header) names this daemon."""
+        name = _hostname(host)
+        return self._any_host or _is_loopback(name) or name in self._hosts
+
+    def origin_ok(self, origin: str, scheme: str, host: str) -> bool:
+        """Whether a browser page at ``origin`` may call the daemon reached as ``host``."""
+        origin = origin.strip().lower().rstrip("/")
+        return origin == f"{scheme}://{host.strip().lower()}" or bool(self._origins & {origin, "*"})
+
+    async def __call__(self, request: Request) -> None:
+        host = request.headers.get("host")
+        if host is not None and not self.host_ok(host):
+            raise HostNotAllowed(host)
+        origin = request.headers.get("origin")
+        if origin is not None and not self.origin_ok(origin, request.url.scheme, host or ""):
+            raise ForeignOrigin(origin)
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """The body of a JSON request, at most ``limit`` bytes (413), declared as JSON (415)."""
+    ctype = request.headers.get("content-type")
+    media = (ctype or "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        raise UnsupportedMediaType(ctype)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit)
+    # Counted as it arrives too: a chunked body declares no length, a lying one another.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
