@@ -1,7 +1,9 @@
 """Chat platform bridges and the persona behaviour engine.
 
 The public promise to third-party bridges is :class:`Bridge`, the event types,
-:class:`BridgeHost`, the errors, and :mod:`bridges.testing`.
+:class:`BridgeHost`, the errors, and :mod:`bridges.testing`. The rest is for whoever runs
+personas (the ``personad`` command, embedders): :class:`PersonaHost`, the engine, the store.
+Commands live in :mod:`bridges.cli`.
 """
 
 from ._api import (
@@ -18,6 +20,7 @@ from ._api import (
     User,
 )
 from ._completer import Completer, CompletionCall, DaemonCompleter
+from ._host import PersonaHost
 from ._registry import GROUP, build_bridge, installed_bridges, load_bridge_class
 from ._store import Conversation, PersonaStore, Removed, Store, StoredMessage
 from ._time import APScheduler, Clock, ManualClock, Scheduler, SystemClock
@@ -53,6 +56,7 @@ __all__ = [
     "NotSupported",
     "PersonaEngine",
     "PersonaEvent",
+    "PersonaHost",
     "PersonaState",
     "PersonaStore",
     "PresenceEvent",

@@ -199,14 +199,22 @@ class Bridge:
     can_attach: ClassVar[bool] = False
     max_message_length: ClassVar[int] = 2000
 
-    def __init__(self, options: BaseModel, host: BridgeHost, *, persona: str = "") -> None:
+    def __init__(
+        self,
+        options: BaseModel,
+        host: BridgeHost,
+        *,
+        persona: str = "",
+        clock: Clock | None = None,
+    ) -> None:
         self.options = options
         self.host = host
         self.persona = persona
         # The persona's own account on the platform; bridges set it in start().
         self.me: User | None = None
-        # The engine's clock, for platforms without their own timestamps (the console).
-        self.clock: Clock | None = None
+        # The persona's clock (given by the host that builds the bridge), for timestamps on
+        # platforms without their own (the console) and for pacing.
+        self.clock: Clock | None = clock
 
     async def start(self) -> None:
         """Connect; report events to ``self.host`` from here on."""

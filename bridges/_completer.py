@@ -8,7 +8,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from daemon import DaemonClient, DaemonClientError
+from daemon.client import DaemonClient, DaemonClientError
 
 __all__ = ["Completer", "CompletionCall", "DaemonCompleter"]
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ._api import Bridge, BridgeHost
+from ._time import Clock
 from .errors import BridgeLoadError, BridgeOptionsError, UnknownBridge
 
 __all__ = ["GROUP", "build_bridge", "installed_bridges", "load_bridge_class"]
@@ -35,8 +36,16 @@ def load_bridge_class(name: str) -> type[Bridge]:
     return cls
 
 
-def build_bridge(name: str, options: dict[str, Any], host: BridgeHost, *, persona: str) -> Bridge:
-    """Load ``name``, validate its options table, and construct it for ``persona``."""
+def build_bridge(
+    name: str,
+    options: dict[str, Any],
+    host: BridgeHost,
+    *,
+    persona: str,
+    clock: Clock | None = None,
+) -> Bridge:
+    """Load ``name``, validate its options table, and construct it for ``persona`` on
+    ``clock``."""
     cls = load_bridge_class(name)
     try:
         parsed = cls.Options.model_validate(options)
@@ -45,6 +54,6 @@ def build_bridge(name: str, options: dict[str, Any], host: BridgeHost, *, person
         where = ".".join(str(p) for p in err["loc"]) or "(table)"
         raise BridgeOptionsError(name, f"{where}: {err['msg']}") from exc
     try:
-        return cls(parsed, host, persona=persona)
+        return cls(parsed, host, persona=persona, clock=clock)
     except Exception as exc:  # a constructor that fails is a load failure of that plugin
         raise BridgeLoadError(name, f"{cls.__module__}.{cls.__qualname__}", exc) from exc

@@ -65,8 +65,9 @@ class SystemClock:
     over, in order, as if the time had really passed.
     """
 
-    def __init__(self) -> None:
-        self.offset = timedelta()
+    def __init__(self, start: datetime | None = None) -> None:
+        # A clock started elsewhere in time (``run.start_time``) runs on from there.
+        self.offset = start - datetime.now(UTC) if start is not None else timedelta()
         self._followers: list[_Follower] = []
 
     def now(self) -> datetime:

@@ -23,7 +23,7 @@ from typing import ClassVar, TextIO
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._api import Bridge, BridgeHost, MessageEvent, PersonaEvent, PresenceStatus, User
-from ._time import ManualClock
+from ._time import Clock, ManualClock
 
 __all__ = ["ConsoleBridge", "ConsoleOptions"]
 
@@ -56,10 +56,11 @@ class ConsoleBridge(Bridge):
         host: BridgeHost,
         *,
         persona: str = "",
+        clock: Clock | None = None,
         stdin: TextIO | None = None,
         stdout: TextIO | None = None,
     ) -> None:
-        super().__init__(options, host, persona=persona)
+        super().__init__(options, host, persona=persona, clock=clock)
         self.opts = ConsoleOptions.model_validate(options.model_dump())
         self._in: Iterable[str] = stdin if stdin is not None else sys.stdin
         self._out = stdout or sys.stdout

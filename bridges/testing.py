@@ -182,9 +182,8 @@ class RecordingBridge(Bridge):
         clock: FakeClock | None = None,
         first_id: int = 1,
     ) -> None:
-        super().__init__(options, host, persona=persona)
         self._clock = clock or FakeClock()
-        self.clock = self._clock
+        super().__init__(options, host, persona=persona, clock=self._clock)
         self.me = User("persona-1", persona, is_bot=True)
         self.actions: list[tuple[Any, ...]] = []
         self._ids = itertools.count(first_id)

@@ -88,7 +88,7 @@ def _choice(value: str | None, choices: tuple[str, ...], option: str) -> None:
 def _register(name: str | None, settings_config: Path | None, **fields: Any) -> Path | None:
     if name is None:
         return None
-    from daemon._settings import load_settings
+    from daemon.settings import load_settings
 
     settings = load_settings(settings_config)
     return write_manifest(ModelManifest(name=name, **fields), settings.models.dir)
@@ -191,7 +191,7 @@ def hf_cmd(
     config: Config = None,
 ) -> None:
     """Convert Hugging Face safetensors with llama.cpp's own converter (extra: convert-hf)."""
-    from daemon._settings import load_settings
+    from daemon.settings import load_settings
 
     from ._hf import convert_hf
 

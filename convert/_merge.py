@@ -15,7 +15,7 @@ from models import atomic_path, scratch_path
 from ._arch import ArchInfo
 from ._gguf import FLOAT_TYPES, BaseGGUF, StreamWriter, copy_metadata
 from ._peft import LoraModule, PeftAdapter, SavedTensor
-from ._quantize import check_quant
+from ._quantize import check_quant, llama_quantize
 from .errors import ArchitectureMismatch, InputError, QuantizedBase, ShapeMismatch, VocabResized
 
 __all__ = [
@@ -216,9 +216,7 @@ def merge(
             else:
                 with scratch_path(out) as scratch:
                     written = write_merged(base, adapter, plan, scratch, progress)
-                    from daemon.engine import quantize  # loads llama.cpp only when needed
-
-                    quantize(scratch, final, quant, threads=threads)
+                    llama_quantize(scratch, final, quant, threads=threads)
     finally:
         base.close()
     return MergeResult(

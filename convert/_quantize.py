@@ -11,7 +11,7 @@ from models import QUANT_TYPES, atomic_path
 from ._gguf import BaseGGUF
 from .errors import BadOption
 
-__all__ = ["QuantizeResult", "check_quant", "quantize_file"]
+__all__ = ["QuantizeResult", "check_quant", "llama_quantize", "quantize_file"]
 
 
 def check_quant(qtype: str, option: str = "--type") -> None:
@@ -20,6 +20,18 @@ def check_quant(qtype: str, option: str = "--type") -> None:
         raise BadOption(
             option, f"unknown quantization {qtype!r}", f"choose one of {', '.join(QUANT_TYPES)}"
         )
+
+
+def llama_quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) -> None:
+    """Run llama.cpp's quantizer (the caller handles temp files).
+
+    The one place convert reaches into the daemon: daemon.engine is the only package allowed
+    to load llama.cpp, and it is loaded only when a quantization actually runs.
+    """
+    check_quant(qtype)
+    from daemon.engine import quantize
+
+    quantize(src, dst, qtype, threads=threads)
 
 
 @dataclass(frozen=True)
@@ -39,8 +51,6 @@ def quantize_file(
     started = time.monotonic()
     check_quant(qtype)
     BaseGGUF(src).close()  # a clear error for missing, truncated, split or non-GGUF input
-    from daemon.engine import quantize
-
     with atomic_path(out) as tmp:
-        quantize(src, tmp, qtype, threads=threads)
+        llama_quantize(src, tmp, qtype, threads=threads)
     return QuantizeResult(out, qtype, out.stat().st_size, time.monotonic() - started)

@@ -1,8 +1,8 @@
 """The personad daemon: settings, llama.cpp engine, request queue, HTTP API, CLI and client."""
 
 from ._api import create_app
-from ._client import DEFAULT_URL, DaemonClient, DaemonClientError
 from ._daemon import Daemon
+from ._engine import Engine, Loader
 from ._kvfiles import drop_conversation_files
 from ._server import (
     PortUnavailable,
@@ -14,7 +14,8 @@ from ._server import (
     secure_data_dir,
     serve,
 )
-from ._settings import (
+from .client import DEFAULT_URL, DaemonClient, DaemonClientError
+from .settings import (
     LogSettings,
     ModelsSettings,
     ServerSettings,
@@ -28,6 +29,8 @@ __all__ = [
     "Daemon",
     "DaemonClient",
     "DaemonClientError",
+    "Engine",
+    "Loader",
     "LogSettings",
     "ModelsSettings",
     "PortUnavailable",

@@ -14,18 +14,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bridges._cli import bridges_app, forget_cmd, run_cmd
-from bridges.errors import BridgeError
+from bridges import BridgeError, StoreTooNew
+from bridges.cli import bridges_app, forget_cmd, pause_cmd, resume_cmd
 from convert._cli import convert_app
 from convert.dataset._cli import dataset_app
 from convert.errors import ConvertError, InputError
 from models import Catalog, CatalogEntry, CatalogError
 from models._persona import UnknownPersona
 
-from ._client import DEFAULT_URL, DaemonClient, DaemonClientError
 from ._ops import doctor_cmd, service_app
-from ._settings import Settings, load_settings
+from ._run import run_cmd
+from .client import DEFAULT_URL, DaemonClient, DaemonClientError
 from .errors import ConfigError, DaemonError, UnsafeBindError
+from .settings import Settings, load_settings
 
 __all__ = ["app", "main"]
 
@@ -45,6 +46,8 @@ app.add_typer(service_app, name="service")
 app.command("doctor")(doctor_cmd)
 app.command("run")(run_cmd)
 app.command("forget")(forget_cmd)
+app.command("pause")(pause_cmd)
+app.command("resume")(resume_cmd)
 
 out = Console()
 err = Console(stderr=True)
@@ -55,6 +58,7 @@ _EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (UnsafeBindError, 2),
     (InputError, 2),
     (UnknownPersona, 2),
+    (StoreTooNew, 2),
     (CatalogError, 1),
     (ConvertError, 1),
     (BridgeError, 1),

@@ -7,23 +7,23 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
 from models import Catalog, ModelManifest
 
+from ._engine import Engine, Loader
 from ._manager import ModelManager
 from ._metrics import Metrics
 from ._service import CompletionService
-from ._settings import Settings
+from .settings import Settings
 
 __all__ = ["Daemon"]
 
 log = structlog.get_logger("personad.daemon")
 
 
-def _default_loader(manifest: ModelManifest, settings: Settings | None = None) -> Any:
+def _default_loader(manifest: ModelManifest, settings: Settings | None = None) -> Engine:
     # Imported lazily: `models list` and friends never load llama.cpp.
     from .engine import KVSettings, LlamaModel
 
@@ -46,7 +46,7 @@ class Daemon:
         *,
         catalog: Catalog | None = None,
         clock: Callable[[], float] = time.monotonic,
-        loader: Callable[[ModelManifest], Any] | None = None,
+        loader: Loader | None = None,
     ) -> None:
         self.settings = settings
         cfg = settings.models

@@ -13,7 +13,6 @@ import ipaddress
 
 from fastapi import Request
 
-from ._settings import ServerSettings
 from .errors import (
     ForeignOrigin,
     HostNotAllowed,
@@ -21,6 +20,7 @@ from .errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from .settings import ServerSettings
 
 __all__ = ["KeyCheck", "OriginCheck", "read_json_body"]
 

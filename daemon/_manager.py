@@ -20,6 +20,7 @@ import structlog
 
 from models import Catalog, CatalogError, ModelManifest, UnknownModel
 
+from ._engine import Engine, Loader
 from ._kvfiles import drop_conversation_files
 from ._metrics import Metrics
 from ._queue import PRIORITIES, Job, RequestQueue
@@ -36,7 +37,7 @@ class ModelSlot:
 
     name: str
     manifest: ModelManifest
-    model: Any
+    model: Engine
     queue: RequestQueue
     executor: ThreadPoolExecutor
     last_used: float
@@ -74,7 +75,7 @@ class ModelManager:
         keep_alive: float,
         queue_size: int,
         metrics: Metrics,
-        loader: Callable[[ModelManifest], Any],
+        loader: Loader,
         clock: Callable[[], float] = time.monotonic,
         kv_dir: Path | None = None,
     ) -> None:
@@ -119,17 +120,11 @@ class ModelManager:
 
     def kv_bytes(self) -> dict[str, tuple[int, int]]:
         """Stored KV state bytes (RAM, disk) per resident model."""
-        out = {}
-        for name, slot in self._slots.items():
-            measure = getattr(slot.model, "kv_bytes", None)
-            if measure is not None:
-                out[name] = measure()
-        return out
+        return {name: slot.model.kv_bytes() for name, slot in self._slots.items()}
 
     @staticmethod
     def _discards(slot: ModelSlot) -> dict[str, int]:
-        count = getattr(slot.model, "kv_discarded", None)
-        return count() if count is not None else {}
+        return dict(slot.model.kv_discarded())
 
     def kv_discarded(self) -> dict[tuple[str, str], int]:
         """Unusable KV state files thrown away, per (model, reason), since the daemon started."""
@@ -149,9 +144,7 @@ class ModelManager:
         """
         dropped = 0
         for slot in list(self._slots.values()):
-            drop = getattr(slot.model, "drop_conversation", None)
-            if drop is not None:
-                dropped += int(drop(conversation))
+            dropped += slot.model.drop_conversation(conversation)
         if self.kv_dir is not None:
             dropped += drop_conversation_files(self.kv_dir, conversation)
         log.info("conversation_kv_dropped", states=dropped)
@@ -222,7 +215,7 @@ class ModelManager:
         started = self.clock()
         log.info("model_loading", model=manifest.name, path=str(manifest.path))
         try:
-            model = await loop.run_in_executor(executor, self._loader, manifest)
+            model: Engine = await loop.run_in_executor(executor, self._loader, manifest)
         except Exception as exc:
             executor.shutdown(wait=False)
             log.error("model_load_failed", model=manifest.name, error=str(exc))

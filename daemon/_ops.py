@@ -17,7 +17,6 @@ from rich.markup import escape
 from models import Catalog, atomic_path
 
 from ._server import PortUnavailable, bind_socket
-from ._settings import Settings, load_settings
 from ._systemd import (
     SYSTEM_CACHE_DIR,
     SYSTEM_DATA_DIR,
@@ -28,6 +27,7 @@ from ._systemd import (
     unit_path,
 )
 from .errors import ConfigError
+from .settings import Settings, load_settings
 
 __all__ = ["doctor_cmd", "service_app"]
 

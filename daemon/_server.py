@@ -24,8 +24,8 @@ import uvicorn
 
 from ._api import create_app
 from ._daemon import Daemon
-from ._settings import Settings
 from .errors import DaemonError, UnsafeBindError
+from .settings import Settings
 
 __all__ = [
     "PortUnavailable",

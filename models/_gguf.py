@@ -1,4 +1,9 @@
-"""GGUF metadata, read with the ``gguf`` package without loading llama.cpp."""
+"""GGUF files: the one check that a file is a usable GGUF, and its metadata.
+
+The catalogue, the engine (through the catalogue) and convert all open GGUF files through
+:func:`open_gguf`, so a bad file is named the same way everywhere. Read with the ``gguf``
+package, without loading llama.cpp.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ __all__ = ["GGUFHeader", "GGUFInfo", "open_gguf", "read_gguf_header", "read_gguf
 _MAGIC = b"GGUF"
 # magic, version (u32), tensor count (u64), metadata key count (u64)
 _HEADER = struct.Struct("<4sIQQ")
-_VERSIONS = (2, 3)  # version 1 (2023) had 32-bit counts; the gguf reader refuses it too
+_VERSIONS = (2, 3)  # version 1 (mid-2023) had 32-bit counts; the gguf reader refuses it too
 # The fewest bytes one entry can take: a tensor's name length, n_dims, type and offset; a
 # key's length, value type and a one-byte value. Enough to tell a sane count from garbage.
 _MIN_TENSOR_INFO = 8 + 4 + 4 + 8
@@ -125,7 +130,7 @@ def read_gguf_header(path: Path) -> GGUFHeader:
     if version not in _VERSIONS:
         raise GGUFError(
             path,
-            f"GGUF version {version} is not supported (only {', '.join(map(str, _VERSIONS))})",
+            f"GGUF version {version} is not supported (personad reads versions 2 and 3)",
             "convert the model again with a current llama.cpp (personad convert hf)",
         )
     least = _HEADER.size + tensors * _MIN_TENSOR_INFO + kvs * _MIN_KV

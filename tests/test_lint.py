@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +33,34 @@ def test_mypy_strict() -> None:
     """mypy --strict passes on daemon/, bridges/, models/ and convert/."""
     proc = _run("mypy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _lint_imports(config: Path, path: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--config", str(config)],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(path)},
+    )
+
+
+def test_import_contracts() -> None:
+    """Dependencies point one way: import-linter keeps every contract in pyproject.toml."""
+    proc = _lint_imports(ROOT / "pyproject.toml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_reversed_arrow_breaks_the_contracts(tmp_path: Path) -> None:
+    """models importing bridges (an arrow against the layering) makes import-linter fail."""
+    for package in ("daemon", "bridges", "models", "convert"):
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / "models" / "_reversed.py").write_text("import bridges\n")
+    proc = _lint_imports(tmp_path / "pyproject.toml", tmp_path)
+    assert proc.returncode != 0
+    assert "models imports none of ours BROKEN" in proc.stdout
+    assert "models._reversed -> bridges" in proc.stdout

@@ -20,7 +20,7 @@ import structlog
 from pydantic import BaseModel
 
 from .._api import Bridge, BridgeHost, PresenceStatus, ReactionEvent, User
-from .._time import SystemClock
+from .._time import Clock, SystemClock
 from ..errors import BridgeStartError
 from ._options import DiscordOptions
 from ._outgoing import expand_mentions, mentions_for, split_message
@@ -54,9 +54,10 @@ class DiscordBridge(Bridge):
         host: BridgeHost,
         *,
         persona: str = "",
+        clock: Clock | None = None,
         client: discord.Client | None = None,
     ) -> None:
-        super().__init__(options, host, persona=persona)
+        super().__init__(options, host, persona=persona, clock=clock)
         self.opts = DiscordOptions.model_validate(options.model_dump())
         self._external = client is not None
         # Defence in depth: any send that forgets its own allowed mentions pings no one.

@@ -23,7 +23,7 @@ import numpy.typing as npt
 import structlog
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from models import ModelManifest, read_gguf_info
+from models import DEFAULT_CONTEXT, ModelManifest, read_gguf_info, served_context
 
 from .._types import GenerationParams, Piece, Prompt
 from ..errors import InvalidRequest, ModelUnavailable
@@ -39,9 +39,6 @@ __all__ = [
     "build_info",
     "token_logits",
 ]
-
-# Used when a manifest sets no context_length and the model was trained on more.
-DEFAULT_CONTEXT = 4096
 
 
 def build_info() -> dict[str, Any]:
@@ -81,8 +78,8 @@ class LlamaModel:
     def __init__(self, manifest: ModelManifest, kv: KVSettings | None = None) -> None:
         self.manifest = manifest
         info = read_gguf_info(manifest.path)
-        trained = info.context_length or DEFAULT_CONTEXT
-        n_ctx = manifest.context_length or min(trained, DEFAULT_CONTEXT)
+        # One rule with `personad models list`, which shows the same number without loading.
+        n_ctx = served_context(manifest, info.context_length)
         kwargs: dict[str, Any] = {
             "model_path": str(manifest.path),
             "n_ctx": n_ctx,

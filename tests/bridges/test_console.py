@@ -95,11 +95,10 @@ def test_wait_command_moves_the_clock() -> None:
     async def run() -> Any:
         out = io.StringIO()
         feed = _Feed()
-        bridge = ConsoleBridge(
-            ConsoleOptions(), FakeHost(), persona="Robin", stdin=feed, stdout=out
-        )
         clock = SystemClock()
-        bridge.clock = clock
+        bridge = ConsoleBridge(
+            ConsoleOptions(), FakeHost(), persona="Robin", clock=clock, stdin=feed, stdout=out
+        )
         await bridge.start()
         for line in ("/wait 3h", "/wait soon", "/quit"):
             feed.type(line)
@@ -130,9 +129,13 @@ def test_a_restarted_console_keeps_history_and_is_answered(tmp_path: Path) -> No
         )
         feed = _Feed()
         bridge = ConsoleBridge(
-            ConsoleOptions(), engine, persona="Robin", stdin=feed, stdout=io.StringIO()
+            ConsoleOptions(),
+            engine,
+            persona="Robin",
+            clock=clock,
+            stdin=feed,
+            stdout=io.StringIO(),
         )
-        bridge.clock = clock
         engine.attach(bridge)
         await bridge.start()
         await engine.start()

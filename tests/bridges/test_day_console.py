@@ -76,10 +76,10 @@ async def robin(
         ConsoleOptions(),
         engine,
         persona="Robin",
+        clock=clock,
         stdin=feed,  # type: ignore[arg-type]
         stdout=out,
     )
-    bridge.clock = clock
     engine.attach(bridge)
     await bridge.start()
     await engine.start()

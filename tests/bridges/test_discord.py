@@ -14,8 +14,8 @@ import pytest
 from discord.ext.test import backend, factories
 
 from bridges import Bridge, BridgeHost, BridgeStartError, PersonaEngine, Store, User
-from bridges.persona._speaker import split_text as _split
 from bridges.discord import DiscordBridge, DiscordOptions
+from bridges.persona._speaker import split_text as _split
 from bridges.testing import BridgeContract, FakeClock, FakeHost, RecordingBridge, ScriptedCompleter
 from daemon import load_settings
 from daemon.errors import ConfigError
@@ -38,7 +38,9 @@ def dpytest_reaction_compat(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(discord.state.ConnectionState, "parse_message_reaction_add", parse)
 
 
-async def _configured(**options: Any) -> tuple[DiscordBridge, FakeHost, Any]:
+async def _configured(
+    clock: FakeClock | None = None, **options: Any
+) -> tuple[DiscordBridge, FakeHost, Any]:
     """A bridge on a dpytest client: one guild, channels general/random, members alice/bob."""
     intents = discord.Intents.default()
     intents.message_content = True
@@ -50,7 +52,11 @@ async def _configured(**options: Any) -> tuple[DiscordBridge, FakeHost, Any]:
     )
     host = FakeHost()
     bridge = DiscordBridge(
-        DiscordOptions(pace_seconds=0, **options), host, persona="Robin", client=client
+        DiscordOptions(pace_seconds=0, **options),
+        host,
+        persona="Robin",
+        clock=clock,
+        client=client,
     )
     await bridge.start()
     return bridge, host, dpytest.get_config()
@@ -527,10 +533,9 @@ def test_sends_are_paced_per_channel() -> None:
     """Two sends in one channel are at least pace_seconds apart on the persona's clock."""
 
     async def scenario() -> None:
-        bridge, _host, cfg = await _configured()
-        bridge.opts.pace_seconds = 3
         clock = FakeClock()
-        bridge.clock = clock
+        bridge, _host, cfg = await _configured(clock)
+        bridge.opts.pace_seconds = 3
         general = str(cfg.channels[0].id)
         await dpytest.empty_queue()
         await bridge.send(general, "one")

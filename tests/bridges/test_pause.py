@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from bridges import Store
-from bridges._pause_cli import pause_cmd, resume_cmd
+from bridges.cli import pause_cmd, resume_cmd
 from bridges.testing import FakeClock
 
 from .test_behaviour import ALEX, MONDAY_NOON, make_world

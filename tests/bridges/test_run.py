@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
@@ -31,6 +32,9 @@ def _config(tmp_path: Path) -> Path:
         f"[server]\nport = {free_port()}\n"
         f'[models]\ndir = "{tmp_path / "models"}"\n'
         f'[run]\npersonas_dir = "{tmp_path / "personas"}"\nseed = 1\n'
+        # Robin's day depends on the hour: the clock starts on a Monday evening, whenever
+        # the test runs.
+        "start_time = 2026-03-02T19:00:00Z\n"
     )
     return cfg
 
@@ -71,6 +75,43 @@ def test_console_conversation_with_a_gap(tmp_path: Path) -> None:
     # The log and the conversation store are the user's alone.
     for path, mode in (("", 0o700), ("personad.log", 0o600), ("personad.db", 0o600)):
         assert stat.S_IMODE((tmp_path / "data" / path).stat().st_mode) == mode, path
+
+
+def test_wait_shows_robins_day(tmp_path: Path) -> None:
+    """`/wait` in a real `personad run` shows Robin going to sleep, coming back to answer what
+    was said at night, and starting a conversation of its own."""
+    cfg = _config(tmp_path)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "daemon", "run", "--config", str(cfg)],
+        encoding="utf-8",
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    try:
+        child.expect("chatting with Robin")
+        child.sendline("/wait 4h")
+        child.expect(r"-- 23:00 Robin went offline \(asleep\)")
+        child.sendline("Robin, you still up?")
+        child.expect(r"-- Robin is asleep until 07:00; /wait 8h")
+        child.sendline("/wait 8h")
+        child.expect(r"-- 07:00 Robin is back")
+        child.expect(r"Robin: \S")  # what was said at night is answered on waking
+        child.sendline("/wait 24h")
+        child.expect(r"-- \d\d:\d\d Robin started a conversation")
+        child.expect(r"Robin: \S")
+        child.sendline("/when")
+        child.expect(r"-- \w{3} \d\d:\d\d Robin goes to sleep")
+        child.sendline("/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    lines = (tmp_path / "data" / "personad.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    presence = [(e["state"], e["reason"]) for e in events if e["event"] == "presence"]
+    assert ("offline", "asleep") in presence and ("online", "awake") in presence
+    assert any(e["event"] == "conversation_started" for e in events)
 
 
 def test_forget_deletes_one_persons_messages(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""The HTTP API refuses what it cannot serve safely: bad input, foreign pages, floods and stalls."""
+"""The HTTP API refuses what it cannot serve safely: bad input, foreign pages, floods and stalls.
+
+Most of it does not depend on what the model says, so it runs on the scripted engine; the real
+model stays where its load or its speed matters (a failed preload, a client that stops reading).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import uvicorn
 from daemon import Daemon, create_app, load_settings
 from daemon._manager import ModelManager
 from daemon.errors import ConfigError
-from models import ModelManifest
+from daemon.testing import scripted_loader
 from tests.conftest import NO_EOS, Running, make_settings, serve, write_model
 
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -31,7 +35,11 @@ BODY_LIMIT = 64 * 1024
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, demo_path: Path) -> Iterator[Running]:
-    """A keyless daemon with a small body limit, the demo model and a 64-token twin."""
+    """A scripted keyless daemon with a small body limit, the demo model and a 64-token twin.
+
+    Its engine's gate stays shut: a generation past its first token holds the worker until its
+    client leaves.
+    """
     tmp = tmp_path_factory.mktemp("hardening")
     write_model(tmp / "models", "tiny-ctx", demo_path, context_length=64)
     settings = make_settings(
@@ -43,16 +51,17 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, demo_path: Path) -> Iterato
         },
         preload=["smollm2"],
     )
-    with serve(settings) as running:
+    loader = scripted_loader(lambda prompt: " n" * 2000, gate=threading.Event())
+    with serve(settings, loader=loader) as running:
         running.wait(lambda h: h["status"] == "ok" and "smollm2" in h["loaded"])
         yield running
 
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """A daemon with an API key and nothing preloaded."""
+    """A scripted daemon with an API key and nothing preloaded."""
     tmp = tmp_path_factory.mktemp("keyed")
-    with serve(make_settings(tmp, server={"api_key": KEY})) as running:
+    with serve(make_settings(tmp, server={"api_key": KEY}), loader=scripted_loader()) as running:
         yield running
 
 
@@ -160,33 +169,15 @@ def test_empty_prompt_is_400(
     assert err["type"] == "invalid_request_error" and err["param"] == param
 
 
-class _FailingModel:
-    """The real demo model, whose generation breaks after its first piece."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def generate(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        pieces = self._inner.generate(*args, **kwargs)
-        try:
-            yield next(pieces)
-            raise RuntimeError("the GPU fell off")
-        finally:
-            pieces.close()
+def _gpu_falls_off(index: int) -> None:
+    if index == 1:
+        raise RuntimeError("the GPU fell off")
 
 
 def test_exception_while_streaming_ends_with_an_error_event(tmp_path: Path) -> None:
     """An unexpected failure mid-stream is an SSE error event, not a reset connection."""
-    from daemon._daemon import _default_loader
-
     settings = make_settings(tmp_path)
-
-    def loader(manifest: ModelManifest) -> Any:
-        return _FailingModel(_default_loader(manifest, settings))
-
+    loader = scripted_loader(lambda prompt: "one two three", on_token=_gpu_falls_off)
     with serve(settings, loader=loader) as running:
         body = {"prompt": "Count:", "max_tokens": 50, "logit_bias": NO_EOS}
         r = _post(running, "/v1/completions", {**body, "stream": True})

@@ -1,4 +1,9 @@
-"""Queue semantics seen over HTTP: overflow 503, deadline 504, disconnects, supersede."""
+"""Queue semantics seen over HTTP: overflow 503, deadline 504, disconnects, supersede.
+
+None of this depends on what a model says, so the daemon serves the scripted engine: a long
+request yields one token and then holds the worker until its client leaves (the engine's gate
+stays shut), which is all a test needs to make others queue.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import httpx
 import openai
 import pytest
 
+from daemon.testing import ScriptedEngine, scripted_loader
 from tests.conftest import NO_EOS, Running, make_settings, serve
 
 LONG = 1500  # tokens: far longer than any test waits, so only cancellation ends it early
@@ -19,11 +25,19 @@ LONG = 1500  # tokens: far longer than any test waits, so only cancellation ends
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """A daemon whose queue holds two requests."""
+    """A scripted daemon whose queue holds two requests and whose gate is never opened."""
     tmp = tmp_path_factory.mktemp("queue")
-    with serve(make_settings(tmp, preload=["smollm2"], queue_size=2)) as running:
+    loader = scripted_loader(lambda prompt: " n" * LONG, gate=threading.Event())
+    settings = make_settings(tmp, preload=["smollm2"], queue_size=2)
+    with serve(settings, loader=loader) as running:
         running.wait(lambda h: h["status"] == "ok" and "smollm2" in h["loaded"])
         yield running
+
+
+def _engine(running: Running) -> ScriptedEngine:
+    engine = running.daemon.manager.slots()[0].model
+    assert isinstance(engine, ScriptedEngine)
+    return engine
 
 
 def _body(**extra: Any) -> dict[str, Any]:
@@ -175,7 +189,7 @@ def test_supersede_cancels_older_request_of_the_conversation(daemon: Running) ->
     new = client.completions.create(
         model="smollm2",
         prompt="Hello",
-        max_tokens=3,
+        max_tokens=1,  # past its first token, a generation waits for the gate
         temperature=0,
         logit_bias={int(k): v for k, v in NO_EOS.items()},  # runs to max_tokens, always
         extra_body={"conversation": "chan-1", "supersede": True},
@@ -219,16 +233,13 @@ def test_supersede_cancels_a_queued_request(daemon: Running) -> None:
 def test_background_waits_for_interactive(daemon: Running) -> None:
     """With the worker busy, a later interactive request runs before an earlier background one."""
     blocker = Blocker(daemon)
-    order: list[str] = []
-    lock = threading.Lock()
 
     def call(priority: str) -> None:
-        # A few tokens each, so one finishes well before the other starts.
         httpx.post(
-            f"{daemon.url}/v1/completions", json=_body(max_tokens=24, priority=priority), timeout=60
+            f"{daemon.url}/v1/completions",
+            json=_body(prompt=priority, max_tokens=1, priority=priority),
+            timeout=60,
         )
-        with lock:
-            order.append(priority)
 
     try:
         bg, _ = _in_thread(lambda: call("background"))
@@ -239,6 +250,7 @@ def test_background_waits_for_interactive(daemon: Running) -> None:
         blocker.close()
     bg.join()
     fg.join()
+    order = [call.prompt for call in _engine(daemon).calls[-2:]]
     assert order == ["interactive", "background"]
     _idle(daemon)
 

@@ -1,34 +1,42 @@
-"""``personad run``, ``personad bridges list`` and ``personad forget``."""
+"""The bridges' commands: ``personad bridges list``, ``forget``, ``pause`` and ``resume``.
+
+``personad run`` itself is wired by the CLI's root, which hosts the daemon and a
+:class:`~bridges.PersonaHost` in one process. ``pause``/``resume`` write the switch to the
+persona's state in the database: a running ``personad run`` reads it before every turn and
+goes quiet at once; it stays so across restarts.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
-from typing import Annotated, Literal, TextIO
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from daemon._systemd import Notifier
+from daemon.client import DaemonClient, DaemonClientError, drop_conversation_files
+from daemon.settings import load_settings
 
 from ._registry import installed_bridges
 from ._store import Store
+from .persona import pause, resume
 
-__all__ = ["bridges_app", "forget_cmd", "run_cmd"]
+__all__ = ["bridges_app", "forget_cmd", "pause_cmd", "resume_cmd"]
 
 bridges_app = typer.Typer(help="Chat platform bridges.", no_args_is_help=True)
 _out = Console()
 Config = Annotated[Path | None, typer.Option("--config", "-c", help="personad config file.")]
+Name = Annotated[str, typer.Argument(help="The persona's name.")]
+Channel = Annotated[
+    str | None, typer.Option("--channel", help="Only this channel (its id); default: all.")
+]
 
 
 @bridges_app.command("list")
 def list_cmd(config: Config = None) -> None:
     """List installed bridges (nothing is imported) and whether `run` enables them."""
-    from daemon._settings import load_settings
-
     enabled = set(load_settings(config).run.bridges)
     table = Table("NAME", "PROVIDED BY", "ENABLED")
     for name, ep in sorted(installed_bridges().items()):
@@ -37,44 +45,12 @@ def list_cmd(config: Config = None) -> None:
     _out.print(table)
 
 
-def run_cmd(config: Config = None) -> None:
-    """Run the personas on the enabled bridges, with the daemon in the same process."""
-    from daemon import restrict_umask
-    from daemon._logging import configure_logging
-    from daemon._settings import load_settings
-
-    from ._run import run
-
-    settings = load_settings(config)
-    restrict_umask()
-    stream: TextIO = sys.stdout
-    fmt: Literal["auto", "console", "json"] = settings.log.format
-    if "console" in settings.run.bridges:
-        # The terminal belongs to the conversation: the log goes to a file.
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        stream = (settings.data_dir / "personad.log").open("a", encoding="utf-8")
-        fmt = "json" if settings.log.format == "auto" else settings.log.format
-    configure_logging(
-        level=settings.log.level, fmt=fmt, secrets=settings.secret_values(), stream=stream
-    )
-    # systemd passes NOTIFY_SOCKET and WATCHDOG_USEC to the process it supervises.
-    notifier = Notifier.from_environ(os.environ)
-    try:
-        code = asyncio.run(run(settings, notifier))
-    finally:
-        notifier.close()
-    raise typer.Exit(code)
-
-
 def forget_cmd(
     user: Annotated[str, typer.Option("--user", help="The person's id on their platform.")],
     config: Config = None,
 ) -> None:
     """Delete everything one person wrote or did from the personas' memory, and the model
     states (KV caches) of the conversations they were in."""
-    from daemon import DaemonClient, DaemonClientError, drop_conversation_files
-    from daemon._settings import load_settings
-
     settings = load_settings(config)
     path = settings.data_dir / "personad.db"
     if not path.exists():
@@ -109,3 +85,30 @@ def forget_cmd(
         f"forgot {removed.rows} messages and reactions of {user}; "
         f"dropped {states} cached model states of {len(keys)} conversations"
     )
+
+
+def _store(config: Path | None) -> Store:
+    settings = load_settings(config)
+    return Store(settings.data_dir / "personad.db")
+
+
+def pause_cmd(name: Name, channel: Channel = None, config: Config = None) -> None:
+    """Make a persona go quiet at once (everywhere, or in one channel), until resumed."""
+    store = _store(config)
+    try:
+        pause(store.for_persona(name), channel)
+    finally:
+        store.close()
+    where = f"in channel {channel}" if channel else "everywhere"
+    _out.print(f"{name} is paused {where}; `personad resume {name}` undoes it")
+
+
+def resume_cmd(name: Name, channel: Channel = None, config: Config = None) -> None:
+    """Let a paused persona speak again (everywhere, or in one channel)."""
+    store = _store(config)
+    try:
+        state = resume(store.for_persona(name), channel)
+    finally:
+        store.close()
+    still = " (still paused everywhere)" if state.paused else ""
+    _out.print(f"{name} may speak again {f'in channel {channel}' if channel else ''}{still}")

@@ -1,4 +1,8 @@
-"""The one settings root: TOML file, ``PERSONAD_*`` environment and a secrets directory."""
+"""The one settings root: TOML file, ``PERSONAD_*`` environment and a secrets directory.
+
+A public module: the bridges' and the CLI's commands read their settings through it without
+loading the rest of the daemon.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Annotated, Any, Literal
 import platformdirs
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -144,6 +149,11 @@ class RunSettings(BaseModel):
         description="An OpenAI-compatible server to use instead of starting the daemon here.",
     )
     seed: int | None = Field(None, description="Seed the behaviour's randomness (testing).")
+    start_time: AwareDatetime | None = Field(
+        None,
+        description="Start the personas' clock at this moment (with its UTC offset) instead of "
+        "now, e.g. to try a persona's evening in the morning; time then runs on from there.",
+    )
 
 
 class LogSettings(BaseModel):

@@ -1,4 +1,9 @@
-"""A small async client of the daemon's API (or any OpenAI-compatible server), for bridges."""
+"""What bridges may use of the daemon: an async client of its API (or of any OpenAI-compatible
+server), and the offline removal of a conversation's KV state files.
+
+Public, and light on purpose: importing it never loads the engine, FastAPI or llama.cpp
+(import-linter checks that bridges reach the daemon only through here and ``daemon.settings``).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-__all__ = ["DEFAULT_URL", "DaemonClient", "DaemonClientError"]
+from ._kvfiles import drop_conversation_files
+
+__all__ = ["DEFAULT_URL", "DaemonClient", "DaemonClientError", "drop_conversation_files"]
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 

@@ -1,0 +1,160 @@
+"""``personad run``: the daemon and the personas' bridges in one process, as a systemd service.
+
+Lifecycle: load models, connect bridges, then ``READY=1``. A watchdog coroutine pings systemd
+and refreshes ``STATUS=``. SIGTERM/SIGINT: ``STOPPING=1``, new requests get 503, running
+generations finish (up to ``drain_timeout``), bridges and state are closed, exit 0; a second
+signal exits at once. A stop signal during start-up (a model loading, a bridge connecting)
+ends it without waiting; a model that cannot be loaded ends it with an error. SIGHUP reloads
+model and persona manifests; bridges stay connected.
+
+This module is where the layering bends on purpose: it is the composition root that puts the
+daemon and :class:`bridges.PersonaHost` together (import-linter names it as the one exception).
+Bridges themselves only see the daemon through its HTTP client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Literal, TextIO
+
+import structlog
+import typer
+
+from bridges import PersonaHost
+from models import Catalog, PersonaManifest, load_personas
+
+from ._logging import configure_logging
+from ._server import Served, StopSignals, restrict_umask, secure_data_dir, serve
+from ._systemd import Notifier
+from .client import DaemonClient
+from .settings import Settings, load_settings
+
+__all__ = ["run", "run_cmd"]
+
+log = structlog.get_logger("personad.run")
+
+
+@contextlib.asynccontextmanager
+async def _model_server(
+    settings: Settings, personas: list[PersonaManifest]
+) -> AsyncIterator[tuple[str, Served | None]]:
+    """The daemon on its configured address inside this process, or the configured URL."""
+    if settings.run.daemon_url:
+        yield settings.run.daemon_url, None
+        return
+    models = sorted({p.model for p in personas})
+    settings = settings.model_copy(
+        update={"models": settings.models.model_copy(update={"preload": models})}
+    )
+    async with serve(settings) as served:
+        yield served.url, served
+
+
+def _status(served: Served | None, host: PersonaHost) -> str:
+    parts = []
+    if served is not None:
+        manager = served.daemon.manager
+        depth = sum(manager.queue_depths().values())
+        parts.append(f"models: {', '.join(manager.loaded) or 'none'}; queue: {depth}")
+    parts.append(host.status())
+    return "; ".join(parts)
+
+
+def _reload(settings: Settings, served: Served | None, host: PersonaHost) -> None:
+    """SIGHUP: re-read model and persona manifests; connections stay up."""
+    daemon = served.daemon if served is not None else None
+    if daemon is not None:
+        cfg = settings.models
+        catalog = Catalog.load(cfg.dir, include_demo=cfg.include_demo)
+        daemon.catalog = catalog
+        daemon.manager.catalog = catalog
+    host.reload(load_personas(settings.run.personas_dir, settings.run.personas))
+    log.info(
+        "manifests_reloaded",
+        models=len(daemon.catalog.names) if daemon else None,
+        personas=len(host.engines),
+    )
+
+
+async def _until_stopped(
+    settings: Settings,
+    served: Served | None,
+    host: PersonaHost,
+    notifier: Notifier,
+    stop: asyncio.Event,
+) -> None:
+    """Serve until a bridge ends or a stop signal arrives, then drain."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, _reload, settings, served, host)
+    notifier.notify(READY=1, STATUS=_status(served, host))
+    log.info("ready", personas=[e.name for e in host.engines], bridges=settings.run.bridges)
+    watchdog = asyncio.ensure_future(notifier.watchdog(lambda: _status(served, host)))
+    waits = [asyncio.ensure_future(host.wait_closed()), asyncio.ensure_future(stop.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    log.info("stopping")
+    if served is not None:
+        await served.drain()
+    watchdog.cancel()
+
+
+async def run(settings: Settings, notifier: Notifier | None = None) -> int:
+    """Run the personas on their bridges until a bridge ends or a stop signal arrives.
+
+    A stop signal during start-up (a model still loading, a bridge still connecting) ends
+    the start-up at once.
+    """
+    notifier = notifier or Notifier(None)
+    personas = load_personas(settings.run.personas_dir, settings.run.personas)
+    secure_data_dir(settings.data_dir)
+    signals = StopSignals(
+        lambda: notifier.notify(STOPPING=1, STATUS="stopping: finishing running generations")
+    )
+    key = settings.server.api_key
+    with signals.installed():
+        async with contextlib.AsyncExitStack() as stack:
+            started: tuple[Served | None, PersonaHost] | None = None
+            with signals.starting():
+                url, served = await stack.enter_async_context(_model_server(settings, personas))
+                client = DaemonClient(url, api_key=key.get_secret_value() if key else None)
+                stack.push_async_callback(client.aclose)
+                host = await stack.enter_async_context(PersonaHost(settings, personas, client))
+                started = served, host
+            if started is not None and not signals.stopping.is_set():
+                await _until_stopped(settings, *started, notifier, signals.stopping)
+    log.info("stopped")
+    return 0
+
+
+Config = Annotated[Path | None, typer.Option("--config", "-c", help="personad config file.")]
+
+
+def run_cmd(config: Config = None) -> None:
+    """Run the personas on the enabled bridges, with the daemon in the same process."""
+    settings = load_settings(config)
+    restrict_umask()
+    stream: TextIO = sys.stdout
+    fmt: Literal["auto", "console", "json"] = settings.log.format
+    if "console" in settings.run.bridges:
+        # The terminal belongs to the conversation: the log goes to a file.
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stream = (settings.data_dir / "personad.log").open("a", encoding="utf-8")
+        fmt = "json" if settings.log.format == "auto" else settings.log.format
+    configure_logging(
+        level=settings.log.level, fmt=fmt, secrets=settings.secret_values(), stream=stream
+    )
+    # systemd passes NOTIFY_SOCKET and WATCHDOG_USEC to the process it supervises.
+    notifier = Notifier.from_environ(os.environ)
+    try:
+        code = asyncio.run(run(settings, notifier))
+    finally:
+        notifier.close()
+    raise typer.Exit(code)
