@@ -49,8 +49,11 @@ def forget_cmd(
     user: Annotated[str, typer.Option("--user", help="The person's id on their platform.")],
     config: Config = None,
 ) -> None:
-    """Delete everything one person wrote or did from the personas' memory, and the model
-    states (KV caches) of the conversations they were in."""
+    """Delete everything one person wrote or did, and the model states of their conversations.
+
+    The personas' memory loses their messages and reactions; the KV caches of every
+    conversation they were in are dropped (in a running daemon, and on disk).
+    """
     settings = load_settings(config)
     path = settings.data_dir / "personad.db"
     if not path.exists():

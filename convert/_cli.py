@@ -24,6 +24,7 @@ from rich.progress import (
 from models import QUANT_TYPES, ModelManifest, write_manifest
 
 from ._hf import HF_OUTTYPES
+from ._locations import locations
 
 __all__ = ["convert_app"]
 
@@ -85,13 +86,13 @@ def _choice(value: str | None, choices: tuple[str, ...], option: str) -> None:
         )
 
 
-def _register(name: str | None, settings_config: Path | None, **fields: Any) -> Path | None:
+def _register(
+    ctx: typer.Context, name: str | None, config: Path | None, **fields: Any
+) -> Path | None:
     if name is None:
         return None
-    from daemon.settings import load_settings
-
-    settings = load_settings(settings_config)
-    return write_manifest(ModelManifest(name=name, **fields), settings.models.dir)
+    models_dir = locations(ctx).models_dir(config)
+    return write_manifest(ModelManifest(name=name, **fields), models_dir)
 
 
 def _report(as_json: bool, summary: dict[str, Any], text: str) -> None:
@@ -106,6 +107,7 @@ Config = Annotated[Path | None, typer.Option("--config", "-c", help="personad co
 
 @convert_app.command("merge")
 def merge_cmd(
+    ctx: typer.Context,
     base: Annotated[Path, typer.Option(help="F16/BF16/F32 base GGUF.")],
     adapter: Annotated[Path, typer.Option(help="PEFT adapter directory.")],
     out: Annotated[Path, typer.Option(help="Output GGUF.")],
@@ -126,7 +128,7 @@ def merge_cmd(
         result = merge(
             base, adapter, out, quant=quant, allow_pickle=allow_pickle, progress=progress
         )
-    manifest = _register(register, config, path=out.resolve())
+    manifest = _register(ctx, register, config, path=out.resolve())
     summary = {**asdict(result), "registered": str(manifest) if manifest else None}
     _report(
         as_json,
@@ -140,6 +142,7 @@ def merge_cmd(
 
 @convert_app.command("adapter")
 def adapter_cmd(
+    ctx: typer.Context,
     base: Annotated[Path, typer.Option(help="The base GGUF the adapter will run on.")],
     adapter: Annotated[Path, typer.Option(help="PEFT adapter directory.")],
     out: Annotated[Path, typer.Option(help="Output GGUF adapter.")],
@@ -152,7 +155,7 @@ def adapter_cmd(
     from ._export import export_adapter
 
     result = export_adapter(base, adapter, out, allow_pickle=allow_pickle)
-    manifest = _register(register, config, path=base.resolve(), adapter=out.resolve())
+    manifest = _register(ctx, register, config, path=base.resolve(), adapter=out.resolve())
     summary = {**asdict(result), "registered": str(manifest) if manifest else None}
     _report(
         as_json,
@@ -164,6 +167,7 @@ def adapter_cmd(
 
 @convert_app.command("quantize")
 def quantize_cmd(
+    ctx: typer.Context,
     src: Annotated[Path, typer.Argument(help="F32/F16/BF16 GGUF.")],
     out: Annotated[Path, typer.Argument(help="Output GGUF.")],
     qtype: Annotated[str, typer.Option("--type", help=f"Target type: {', '.join(QUANT_TYPES)}.")],
@@ -176,13 +180,14 @@ def quantize_cmd(
 
     _choice(qtype, tuple(QUANT_TYPES), "--type")
     result = quantize_file(src, out, qtype)
-    manifest = _register(register, config, path=out.resolve())
+    manifest = _register(ctx, register, config, path=out.resolve())
     summary = {**asdict(result), "registered": str(manifest) if manifest else None}
     _report(as_json, summary, f"wrote {out} ({qtype}, {result.size_bytes / 1e6:.1f} MB)")
 
 
 @convert_app.command("hf")
 def hf_cmd(
+    ctx: typer.Context,
     model_dir: Annotated[Path, typer.Argument(help="Hugging Face model directory.")],
     out: Annotated[Path, typer.Option(help="Output GGUF.")],
     outtype: Annotated[str, typer.Option(help=f"Output type: {', '.join(HF_OUTTYPES)}.")] = "f16",
@@ -191,13 +196,11 @@ def hf_cmd(
     config: Config = None,
 ) -> None:
     """Convert Hugging Face safetensors with llama.cpp's own converter (extra: convert-hf)."""
-    from daemon.settings import load_settings
-
     from ._hf import convert_hf
 
     _choice(outtype, HF_OUTTYPES, "--outtype")
-    settings = load_settings(config)
-    result = convert_hf(model_dir, out, outtype=outtype, cache_root=settings.cache_dir)
-    manifest = _register(register, config, path=out.resolve())
+    cache_root = locations(ctx).cache_dir(config)
+    result = convert_hf(model_dir, out, outtype=outtype, cache_root=cache_root)
+    manifest = _register(ctx, register, config, path=out.resolve())
     summary = {**asdict(result), "registered": str(manifest) if manifest else None}
     _report(as_json, summary, f"wrote {out} ({outtype}) in {result.seconds:.1f} s")

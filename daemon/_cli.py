@@ -16,11 +16,9 @@ from rich.table import Table
 
 from bridges import BridgeError, StoreTooNew
 from bridges.cli import bridges_app, forget_cmd, pause_cmd, resume_cmd
-from convert._cli import convert_app
-from convert.dataset._cli import dataset_app
+from convert.cli import convert_app, dataset_app
 from convert.errors import ConvertError, InputError
-from models import Catalog, CatalogEntry, CatalogError
-from models._persona import UnknownPersona
+from models import Catalog, CatalogEntry, CatalogError, UnknownPersona
 
 from ._ops import doctor_cmd, service_app
 from ._run import run_cmd
@@ -38,6 +36,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 models_app = typer.Typer(help="The model catalogue.", no_args_is_help=True)
+
+
+class _Locations:
+    """convert's view of the settings: where models and caches live."""
+
+    def models_dir(self, config: Path | None) -> Path:
+        return load_settings(config).models.dir
+
+    def cache_dir(self, config: Path | None) -> Path:
+        return load_settings(config).cache_dir
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    # Subcommands of other packages get what they need of the settings through the context.
+    ctx.obj = _Locations()
+
+
 app.add_typer(models_app, name="models")
 app.add_typer(convert_app, name="convert")
 app.add_typer(bridges_app, name="bridges")

@@ -28,6 +28,8 @@ from typing import Literal
 
 import structlog
 
+from ._sessions import split_by_gap
+
 __all__ = [
     "COMMANDS",
     "Action",
@@ -196,12 +198,7 @@ def event_line(event: Event) -> Line:
 
 def split_sessions(events: Sequence[Event], gap: timedelta) -> list[list[Event]]:
     """Split a channel's events wherever a silence of at least ``gap`` falls."""
-    sessions: list[list[Event]] = []
-    for event in events:
-        if not sessions or event.ts - sessions[-1][-1].ts >= gap:
-            sessions.append([])
-        sessions[-1].append(event)
-    return sessions
+    return split_by_gap(events, gap, ts=lambda e: e.ts)
 
 
 def prompt_lines(session: Sequence[Event], limit: int) -> list[Line]:

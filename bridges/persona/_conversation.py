@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from models import split_by_gap, starts_session
+
 from .._api import Bridge, MessageEvent, ReactionEvent, User
 from .._store import PersonaStore, StoredMessage
 from .._time import Clock
@@ -112,7 +114,8 @@ class Conversations:
                 self._store.add(row)
             return False
         last = self._store.recent(bridge.name, event.channel, 1)
-        if not is_self and (not last or event.timestamp - last[-1].ts >= self._current.gap):
+        previous = last[-1].ts if last else None
+        if not is_self and starts_session(previous, event.timestamp, self._current.gap):
             await bridge.notice(event.channel, "a new conversation begins")
             log.info("session_started", persona=self._current.name, channel=event.channel)
         for row in rows:
@@ -169,11 +172,8 @@ class Conversations:
     def session(self, bridge: str, channel: str) -> list[StoredMessage]:
         """The current conversation in a channel: events since the last long silence."""
         history = self._store.recent(bridge, channel, self._current.b.context_lines * 2)
-        start = 0
-        for i in range(1, len(history)):
-            if history[i].ts - history[i - 1].ts >= self._current.gap:
-                start = i
-        return history[start:]
+        sessions = split_by_gap(history, self._current.gap, ts=lambda m: m.ts)
+        return sessions[-1] if sessions else []
 
     async def respond(self, bridge: Bridge, channel: str, *, forced: bool = False) -> None:
         """Decide whether to speak after the latest messages, and do so."""
@@ -225,7 +225,7 @@ class Conversations:
             if bridge is None or not self.allowed(channel) or not self._may_speak(channel):
                 continue
             addressed = any(m.addressed for m in messages)
-            going = now - messages[-1].ts < self._current.gap
+            going = not starts_session(messages[-1].ts, now, self._current.gap)
             log.info(
                 "catching_up",
                 persona=self._current.name,

@@ -4,11 +4,10 @@ This package is the only place in personad that imports ``llama_cpp``.
 """
 
 from ._llama import DEFAULT_CONTEXT, KVSettings, LlamaModel, build_info, token_logits
-from ._quantize import QUANT_TYPES, quantize
+from ._quantize import quantize
 
 __all__ = [
     "DEFAULT_CONTEXT",
-    "QUANT_TYPES",
     "KVSettings",
     "LlamaModel",
     "build_info",

@@ -9,20 +9,11 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp._logger import set_verbose
 
+from models import QUANT_TYPES
+
 from ..errors import QuantizeError
 
-__all__ = ["QUANT_TYPES", "quantize"]
-
-# Output types offered by `personad convert` and the llama_ftype each maps to.
-QUANT_TYPES: dict[str, int] = {
-    "F32": llama_cpp.LLAMA_FTYPE_ALL_F32,
-    "F16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
-    "BF16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16,
-    "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
-    "Q6_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
-    "Q5_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M,
-    "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
-}
+__all__ = ["quantize"]
 
 
 def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) -> None:
@@ -31,7 +22,10 @@ def quantize(src: Path, dst: Path, qtype: str, *, threads: int | None = None) ->
     set_verbose(False)
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANT_TYPES[qtype]
+    ftype = QUANT_TYPES.get(qtype)
+    if ftype is None:
+        raise ValueError(f"unknown quantization {qtype!r}; choose one of {', '.join(QUANT_TYPES)}")
+    params.ftype = ftype
     params.nthread = threads or os.cpu_count() or 1
     code = llama_cpp.llama_model_quantize(os.fsencode(src), os.fsencode(dst), ctypes.byref(params))
     if code != 0:

@@ -1,7 +1,7 @@
 """The HTTP API refuses what it cannot serve safely: bad input, foreign pages, floods and stalls.
 
 Most of it does not depend on what the model says, so it runs on the scripted engine; the real
-model stays where its load or its speed matters (a failed preload, a client that stops reading).
+model stays where its load matters (a failed preload).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import uvicorn
 from daemon import Daemon, create_app, load_settings
 from daemon._manager import ModelManager
 from daemon.errors import ConfigError
-from daemon.testing import scripted_loader
+from daemon.testing import ScriptedEngine, scripted_loader
 from tests.conftest import NO_EOS, Running, make_settings, serve, write_model
 
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -37,8 +37,8 @@ BODY_LIMIT = 64 * 1024
 def daemon(tmp_path_factory: pytest.TempPathFactory, demo_path: Path) -> Iterator[Running]:
     """A scripted keyless daemon with a small body limit, the demo model and a 64-token twin.
 
-    Its engine's gate stays shut: a generation past its first token holds the worker until its
-    client leaves.
+    Its engine's gate is open; a :class:`_Blocker` shuts it, so that one generation holds the
+    worker past its first token until its client leaves.
     """
     tmp = tmp_path_factory.mktemp("hardening")
     write_model(tmp / "models", "tiny-ctx", demo_path, context_length=64)
@@ -51,7 +51,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, demo_path: Path) -> Iterato
         },
         preload=["smollm2"],
     )
-    loader = scripted_loader(lambda prompt: " n" * 2000, gate=threading.Event())
+    gate = threading.Event()
+    gate.set()
+    loader = scripted_loader(lambda prompt: " n" * 2000, gate=gate)
     with serve(settings, loader=loader) as running:
         running.wait(lambda h: h["status"] == "ok" and "smollm2" in h["loaded"])
         yield running
@@ -293,6 +295,10 @@ class _Blocker:
     """A long streaming generation that holds the worker until closed."""
 
     def __init__(self, running: Running) -> None:
+        engine = running.daemon.manager.slots()[0].model
+        assert isinstance(engine, ScriptedEngine) and engine.gate is not None
+        self.gate = engine.gate
+        self.gate.clear()
         self.http = httpx.Client(base_url=running.url, timeout=60)
         body = {"prompt": "Count:", "max_tokens": 1500, "logit_bias": NO_EOS, "stream": True}
         self.response = self.http.send(
@@ -305,6 +311,7 @@ class _Blocker:
     def close(self) -> None:
         self.response.close()
         self.http.close()
+        self.gate.set()
 
 
 def test_504_advice_matches_the_priority(daemon: Running) -> None:
@@ -374,13 +381,18 @@ def test_prompt_too_many_bytes_for_the_context_is_400_before_tokenizing(daemon: 
 
 @pytest.fixture
 def small_buffers_daemon(tmp_path: Path) -> Iterator[Running]:
-    """A daemon whose sockets have small send buffers and a 0.5 s send timeout."""
+    """A scripted daemon whose sockets have small send buffers and a 0.5 s send timeout.
+
+    Its engine makes a token every 2 ms, about a small model's pace on a CPU, so a long reply
+    is still being generated when the send times out.
+    """
     settings = make_settings(tmp_path, server={"send_timeout": 0.5}, preload=["smollm2"])
+    loader = scripted_loader(lambda prompt: " n" * 2000, on_token=lambda i: time.sleep(0.002))
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # inherited on accept
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, loader=loader)
     server = uvicorn.Server(
         uvicorn.Config(create_app(daemon), log_config=None, access_log=False, port=port)
     )
