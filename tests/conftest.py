@@ -149,3 +149,18 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory, demo_path: Path) -> 
 def manifest_for(path: Path, name: str = "m", **fields: Any) -> ModelManifest:
     """A manifest object for ``path``."""
     return ModelManifest(name=name, path=path, **fields)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Close the two /dev/null files llama_cpp opens at import and never closes.
+
+    With warnings as errors, their finalisation at interpreter exit prints "Exception
+    ignored ... ResourceWarning" after every run that loaded the engine.
+    """
+    import sys
+
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()

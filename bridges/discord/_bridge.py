@@ -214,7 +214,10 @@ class DiscordBridge(Bridge):
         )
         if self._is_continuation(message):
             return
-        await self.host.on_message(self, to_event(message, self.opts.names))
+        # A backfilled copy the platform marks as edited is reported as an edit: the engine
+        # updates its stored copy, or takes it as new if it never saw the original.
+        edited = message.edited_at is not None
+        await self.host.on_message(self, to_event(message, self.opts.names, edited=edited))
 
     def _is_continuation(self, message: discord.Message) -> bool:
         if message.author != self.client.user:

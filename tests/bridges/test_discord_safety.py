@@ -222,6 +222,39 @@ def test_edits_of_uncached_messages_are_reported_once() -> None:
     run(scenario)
 
 
+def test_a_backfilled_copy_marked_edited_is_reported_as_an_edit() -> None:
+    """A message edited while the bridge was away comes back from history as an edit."""
+
+    async def scenario() -> None:
+        bridge, host, cfg = await _configured()
+        general, alice = cfg.channels[0], cfg.members[0]
+        seen = await dpytest.message("before the drop", channel=general, member=alice)
+        state = backend.get_state()
+        data = factories.make_message_dict(
+            general, alice, content="fixed while away", guild_id=general.guild.id
+        )
+        edited = state.create_message(channel=general, data=_stamp(data, edited=True))
+        plain = state.create_message(
+            channel=general,
+            data=factories.make_message_dict(
+                general, alice, content="new while away", guild_id=general.guild.id
+            ),
+        )
+
+        async def history(channel: Any, after: int) -> Any:
+            for m in (seen, edited, plain):
+                if m.id > after:
+                    yield m
+
+        bridge.history = history  # type: ignore[method-assign]
+        bridge._connected_before = True
+        assert await bridge.backfill() == 2
+        reported = [(m.text, m.edited) for m in host.messages[1:]]
+        assert reported == [("fixed while away", True), ("new while away", False)]
+
+    run(scenario)
+
+
 # -- 3. nothing over 2,000 characters after mentions are expanded ------------------------
 
 _PIECE = re.compile(r"(?:<@\d+>[ ,]?)+")
