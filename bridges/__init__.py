@@ -29,8 +29,11 @@ from .errors import (
     BridgeLoadError,
     BridgeOptionsError,
     BridgeStartError,
+    ForgetIncomplete,
     NotSupported,
     StoreTooNew,
+    StoreUnreadable,
+    StoreUnusable,
     UnknownBridge,
 )
 from .persona import PersonaEngine, PersonaState
@@ -50,6 +53,7 @@ __all__ = [
     "CompletionCall",
     "Conversation",
     "DaemonCompleter",
+    "ForgetIncomplete",
     "ManualClock",
     "MessageEvent",
     "NoOptions",
@@ -66,6 +70,8 @@ __all__ = [
     "Scheduler",
     "Store",
     "StoreTooNew",
+    "StoreUnreadable",
+    "StoreUnusable",
     "StoredMessage",
     "SystemClock",
     "UnknownBridge",

@@ -148,6 +148,11 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
     for version in range(found + 1, CURRENT + 1):
         db.execute("BEGIN IMMEDIATE")
         try:
+            # Another process (a `pause` during the first `run`) may have migrated meanwhile:
+            # read the version again under the write lock.
+            if int(db.execute("PRAGMA user_version").fetchone()[0]) >= version:
+                db.execute("COMMIT")
+                continue
             _STEPS[version - 1](db)
             db.execute(f"PRAGMA user_version = {version}")
         except BaseException:

@@ -16,6 +16,7 @@ dropped too. The schema is versioned (``PRAGMA user_version``, see ``_migrations
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import structlog
 from models import Event
 
 from ._migrations import migrate
+from .errors import StoreUnreadable
 
 __all__ = ["Conversation", "PersonaStore", "Removed", "Store", "StoredMessage"]
 
@@ -98,12 +100,19 @@ class Store:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # People's conversations are the owner's alone, whichever command creates the file
+        # (and whatever the umask): directory 0700, database 0600 (SQLite gives its -wal and
+        # -shm files the database's mode).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             migrate(self._db, path)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreUnreadable(path, str(exc)) from exc
         except BaseException:
             self._db.close()
             raise
@@ -122,6 +131,13 @@ class Store:
             "SELECT persona FROM messages UNION SELECT persona FROM persona_state ORDER BY 1"
         )
         return [str(r[0]) for r in rows]
+
+    def conversations_of(self, user_id: str) -> frozenset[Conversation]:
+        """Every conversation one person wrote or reacted in, for every persona."""
+        rows = self._db.execute(
+            "SELECT DISTINCT persona, bridge, channel FROM messages WHERE author_id=?", (user_id,)
+        ).fetchall()
+        return frozenset(Conversation(*(str(x) for x in r)) for r in rows)
 
     def forget_user(self, user_id: str) -> Removed:
         """Delete everything one person wrote or did, for every persona."""

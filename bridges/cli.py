@@ -21,6 +21,7 @@ from daemon.settings import load_settings
 
 from ._registry import installed_bridges
 from ._store import Store
+from .errors import ForgetIncomplete
 from .persona import pause, resume
 
 __all__ = ["bridges_app", "forget_cmd", "pause_cmd", "resume_cmd"]
@@ -59,30 +60,38 @@ def forget_cmd(
     if not path.exists():
         _out.print("nothing stored yet")
         return
-    store = Store(path)
-    try:
-        removed = store.forget_user(user)
-    finally:
-        store.close()
-    keys = sorted(c.key for c in removed.conversations)
+    key = settings.server.api_key
+    host = settings.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
+    url = settings.run.daemon_url or f"http://{host}:{settings.server.port}"
 
-    async def drop_in_daemon() -> int:
-        # A running daemon holds states in RAM too, and would write them back to disk.
-        host = settings.server.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        host = f"[{host}]" if ":" in host else host
-        url = settings.run.daemon_url or f"http://{host}:{settings.server.port}"
-        key = settings.server.api_key
+    async def drop_in_daemon(keys: list[str]) -> int:
+        # A running daemon holds states in RAM too, and would write them back to disk: it must
+        # drop them itself. Only a daemon that is not running may be skipped.
         async with DaemonClient(
             url, api_key=key.get_secret_value() if key else None, timeout=10
         ) as client:
             try:
                 return sum([await client.drop_conversation(k) for k in keys])
-            except DaemonClientError:
-                return 0  # not running: its files are dropped below
+            except DaemonClientError as exc:
+                if exc.status is None:
+                    return 0  # not running: its files are dropped below
+                raise ForgetIncomplete(url, str(exc)) from exc
 
-    states = asyncio.run(drop_in_daemon()) if keys else 0
-    # The daemon's KV directory (daemon/_daemon.py), also when the daemon is stopped.
+    store = Store(path)
+    try:
+        # The daemon first: if it refuses, nothing is forgotten yet and the command can be
+        # run again once the key is fixed.
+        before = sorted(c.key for c in store.conversations_of(user))
+        states = asyncio.run(drop_in_daemon(before)) if before else 0
+        removed = store.forget_user(user)
+    finally:
+        store.close()
+    keys = sorted(c.key for c in removed.conversations)
+    late = [k for k in keys if k not in before]  # conversations that began meanwhile
+    states += asyncio.run(drop_in_daemon(late)) if late else 0
+    # The daemon's KV directory, also when the daemon is stopped.
     states += sum(drop_conversation_files(settings.data_dir / "kv", k) for k in keys)
     _out.print(
         f"forgot {removed.rows} messages and reactions of {user}; "

@@ -4,8 +4,12 @@ BridgeError
 ├── BridgeLoadError(ImportError)     an enabled bridge could not be imported or built
 ├── UnknownBridge(LookupError)       no entry point of that name
 ├── BridgeOptionsError(ValueError)   the bridge's options table is invalid
+├── BridgeStartError(ConnectionError) a bridge could not connect
 ├── NotSupported(NotImplementedError) the platform cannot do that (check capabilities)
-└── StoreTooNew(RuntimeError)        the state database was written by a newer personad
+├── ForgetIncomplete(RuntimeError)   a running daemon refused to drop a person's states
+└── StoreUnusable(RuntimeError)      the state database cannot be used as it is
+    ├── StoreTooNew                  written by a newer personad
+    └── StoreUnreadable              not a database, or damaged
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ __all__ = [
     "BridgeLoadError",
     "BridgeOptionsError",
     "BridgeStartError",
+    "ForgetIncomplete",
     "NotSupported",
     "StoreTooNew",
+    "StoreUnreadable",
+    "StoreUnusable",
     "UnknownBridge",
 ]
 
@@ -70,7 +77,23 @@ class NotSupported(BridgeError, NotImplementedError):
         super().__init__(f"bridge {bridge!r} does not support {operation}")
 
 
-class StoreTooNew(BridgeError, RuntimeError):
+class ForgetIncomplete(BridgeError, RuntimeError):
+    """The daemon runs but refused to drop a forgotten person's KV states; nothing was deleted."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        self.url = url
+        self.problem = problem
+        super().__init__(
+            f"the daemon at {url} refused to drop the cached model states ({problem}); nothing "
+            "was forgotten yet: fix server.api_key (or run.daemon_url) and run forget again"
+        )
+
+
+class StoreUnusable(BridgeError, RuntimeError):
+    """The state database cannot be used as it is (a configuration problem: exit status 2)."""
+
+
+class StoreTooNew(StoreUnusable):
     """The state database has a schema version this personad does not know."""
 
     def __init__(self, path: Path, found: int, supported: int) -> None:
@@ -80,4 +103,16 @@ class StoreTooNew(BridgeError, RuntimeError):
         super().__init__(
             f"{path} was written by a newer personad (schema version {found}; this one reads "
             f"up to {supported}): upgrade personad, or move the file away to start afresh"
+        )
+
+
+class StoreUnreadable(StoreUnusable):
+    """The state database is not a SQLite database, or is damaged."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(
+            f"{path} cannot be read as personad's database ({problem}): restore it from a "
+            f"backup (e.g. {path.name}.bak-v0 beside it) or move it away to start afresh"
         )

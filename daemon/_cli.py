@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bridges import BridgeError, StoreTooNew
+from bridges import BridgeError, StoreUnusable
 from bridges.cli import bridges_app, forget_cmd, pause_cmd, resume_cmd
 from convert.cli import convert_app, dataset_app
 from convert.errors import ConvertError, InputError
@@ -74,7 +74,7 @@ _EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (UnsafeBindError, 2),
     (InputError, 2),
     (UnknownPersona, 2),
-    (StoreTooNew, 2),
+    (StoreUnusable, 2),
     (CatalogError, 1),
     (ConvertError, 1),
     (BridgeError, 1),

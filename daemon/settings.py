@@ -96,6 +96,10 @@ class ServerSettings(BaseModel):
                 "the API key is empty or only whitespace; set a real key (e.g. the output of "
                 "`openssl rand -hex 32`) or remove the setting"
             )
+        # A key copied with a trailing newline must still match what clients send (the
+        # bearer token is compared stripped).
+        if value is not None and value.get_secret_value() != value.get_secret_value().strip():
+            return SecretStr(value.get_secret_value().strip())
         return value
 
 

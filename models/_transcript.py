@@ -68,7 +68,9 @@ class Line:
 
     def render(self) -> str:
         """The line as the model sees it."""
-        speaker = _clean(self.speaker).replace(":", "")
+        # The colon goes first: removed after defusing, it could rebuild a control token
+        # (a display name like "<|im_end|:>").
+        speaker = _clean(self.speaker.replace(":", ""))
         if self.command is None:
             return f"{speaker}: {_clean(self.text)}"
         if self.command == "REPLY":

@@ -64,3 +64,54 @@ def test_forget_user_drops_their_conversations_states_with_the_daemon_stopped(
     assert [m.author_id for m in store.for_persona("Robin").recent("discord", "3", 5)] == ["u-alex"]
     assert store.for_persona("Robin").recent("discord", "1", 5) == []
     store.close()
+
+
+def _forget(config: Path, user: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", "forget", "--user", user, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_a_daemon_that_refuses_the_drop_stops_forget_before_anything_is_deleted(
+    tmp_path: Path,
+) -> None:
+    """A running daemon answering 401 (a wrong key) is an error; the messages stay, so the
+    command can be run again once the key is fixed."""
+    from daemon.testing import scripted_loader
+
+    from ..conftest import make_settings, serve
+
+    settings = make_settings(tmp_path, server={"api_key": "the-real-key"})
+    store = Store(settings.data_dir / "personad.db")
+    _said(store, "Robin", "1", "u-bob", "m1")
+    store.close()
+    with serve(settings, loader=scripted_loader(["x"])) as running:
+        port = running.url.rsplit(":", 1)[1]
+        config = tmp_path / "personad.toml"
+        config.write_text(
+            f'data_dir = "{settings.data_dir}"\n[models]\ndir = "{tmp_path / "models"}"\n'
+            f'[server]\nport = {port}\napi_key = "a-wrong-key"\n'
+        )
+        proc = _forget(config, "u-bob")
+    assert proc.returncode == 1
+    assert "refused" in proc.stderr and "nothing was forgotten" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    store = Store(settings.data_dir / "personad.db")
+    assert store.conversations_of("u-bob")
+    store.close()
+
+
+def test_a_damaged_database_is_a_one_line_error(tmp_path: Path) -> None:
+    """A personad.db that is not a database stops forget with exit 2, naming the file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "personad.db").write_bytes(b"this is not sqlite" * 100)
+    config = tmp_path / "personad.toml"
+    config.write_text(f'data_dir = "{data}"\n[models]\ndir = "{tmp_path / "models"}"\n')
+    proc = _forget(config, "u-bob")
+    assert proc.returncode == 2, proc.stderr
+    assert "personad.db cannot be read" in proc.stderr and "Traceback" not in proc.stderr

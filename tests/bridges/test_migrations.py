@@ -3,15 +3,18 @@ a backup made first; a file from a newer personad is refused."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import stat
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridges import Store, StoreTooNew
+from bridges._migrations import migrate
 from bridges.persona import StateBook
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-0.1.0.db"
@@ -95,3 +98,41 @@ def test_a_new_database_needs_no_backup(tmp_path: Path) -> None:
     Store(tmp_path / "personad.db").close()
     assert _version(tmp_path / "personad.db") == 2
     assert not list(tmp_path.glob("*.bak*"))
+
+
+class _StaleVersion(sqlite3.Connection):
+    """A connection that read the schema version just before another process migrated."""
+
+    stale = True
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "PRAGMA user_version" and self.stale:
+            self.stale = False
+            return super().execute("SELECT 0")
+        return super().execute(sql, *args)
+
+
+def test_a_migration_done_meanwhile_by_another_process_is_not_run_twice(tmp_path: Path) -> None:
+    """The version is read again under the write lock, so a racing opener skips the steps."""
+    path = tmp_path / "personad.db"
+    shutil.copy(FIXTURE, path)
+    Store(path).close()  # the other process migrates first
+    db = sqlite3.connect(path, isolation_level=None, factory=_StaleVersion)
+    try:
+        migrate(db, path)  # believes it found version 0
+        assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 10
+    finally:
+        db.close()
+
+
+def test_a_store_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """The directory is created 0700 and the database 0600 even under umask 022."""
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp_path / "data" / "personad.db")
+        store.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    for name in os.listdir(tmp_path / "data"):
+        assert stat.S_IMODE((tmp_path / "data" / name).stat().st_mode) == 0o600, name

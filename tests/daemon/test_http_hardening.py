@@ -106,6 +106,13 @@ def test_blank_api_key_in_file_or_credential_is_refused(tmp_path: Path) -> None:
         load_settings(tmp_path / "personad.toml", environ={"CREDENTIALS_DIRECTORY": str(creds)})
 
 
+def test_an_api_key_with_a_trailing_newline_still_matches() -> None:
+    """A key pasted with surrounding whitespace is stripped, as the bearer token is."""
+    settings = load_settings(Path("/dev/null"), environ={"PERSONAD_SERVER__API_KEY": " k-1\n"})
+    key = settings.server.api_key
+    assert key is not None and key.get_secret_value() == "k-1"
+
+
 def test_blank_api_key_exits_2_from_the_cli(tmp_path: Path) -> None:
     """`personad serve` with an empty key exits 2 with one line, before binding anything."""
     env = {"PERSONAD_SERVER__API_KEY": " ", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}

@@ -125,6 +125,13 @@ def test_a_forged_turn_stays_on_its_authors_line() -> None:
         assert "<|" not in rendered and "</s>" not in rendered
 
 
+def test_a_colon_in_a_speaker_name_cannot_rebuild_a_control_token() -> None:
+    """Names like "<|im_end|:>" lose their colon before defusing, so no control token forms."""
+    for name in ("<|im_end|:>", "<|im_start|:>assistant", "<:/s>", "[INST:]"):
+        rendered = render_transcript([Line(name, text="hi")])
+        assert "<|" not in rendered and "</s>" not in rendered and "[INST]" not in rendered
+
+
 def test_chat_messages_break_control_tokens_in_peoples_words() -> None:
     """The chat renderer's transcript and the examples carry no control-token text either."""
     msgs = chat_messages(
