@@ -51,7 +51,8 @@ class Completer(Protocol):
         ...
 
     async def drop_conversation(self, conversation: str) -> int:
-        """Drop the cached state of ``conversation``; how many states were dropped."""
+        """Drop the cached state of ``conversation``; how many states were dropped (0 when
+        the server keeps none). Raise when the server cannot be asked: the persona retries."""
         ...
 
 
@@ -89,9 +90,5 @@ class DaemonCompleter:
             return None
 
     async def drop_conversation(self, conversation: str) -> int:
-        try:
-            return await self.client.drop_conversation(conversation)
-        except DaemonClientError as exc:
-            # The daemon may be down; its states are dropped by `personad forget` or age out.
-            log.warning("state_drop_failed", conversation=conversation, error=str(exc))
-            return 0
+        # Errors propagate: the persona remembers the drop and tries again (privacy).
+        return await self.client.drop_conversation(conversation)

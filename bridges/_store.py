@@ -167,7 +167,7 @@ class PersonaStore:
 
     # -- adding and editing ------------------------------------------------------------
 
-    def add(self, m: StoredMessage) -> bool:
+    def add(self, m: StoredMessage, *, handled: bool | None = None) -> bool:
         """Remember ``m`` unless it is known; return whether it was new.
 
         A replay (same id, author and text) keeps the first copy. The same id with another
@@ -184,7 +184,8 @@ class PersonaStore:
                 self._known(m, *found)
                 return False
         # Reactions and the persona's own lines ask for no answer: they are born handled.
-        handled = m.is_self or m.kind == "react"
+        if handled is None:
+            handled = m.is_self or m.kind == "react"
         cur = self._db.execute(
             f"INSERT INTO messages ({_COLUMNS}, handled) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT DO NOTHING",

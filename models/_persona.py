@@ -92,6 +92,45 @@ class BehaviourSettings(BaseModel):
     )
     history_days: float = Field(30, gt=0, description="Days of messages kept for context.")
     max_tokens: int = Field(80, ge=1, description="Longest turn generated.")
+    # The person's habits, measured by `personad dataset build` (profile.toml); unset means
+    # the fixed rules above (debounce, reading and typing time, talkativeness, active_hours).
+    reply_latency: list[float] | None = Field(
+        None,
+        min_length=2,
+        description="Quantiles (seconds, ascending) of the delay from the latest message by "
+        "someone else to the persona's answer; replaces debounce + reading + typing time.",
+    )
+    latency_typing: Literal["included", "on_top"] = Field(
+        "included",
+        description="Whether the measured latency already holds the typing time (the "
+        "indicator shows during its last part) or typing comes on top of it.",
+    )
+    around: list[float] | None = Field(
+        None,
+        min_length=168,
+        max_length=168,
+        description="Chance (0..1) per hour of week (Monday 00:00 local = 0) that the "
+        "persona takes up a conversation then; replaces talkativeness in chat format.",
+    )
+    burst_lengths: list[float] | None = Field(
+        None, min_length=1, description="Weights of sending 1, 2, 3... messages in a row."
+    )
+    burst_gaps: list[float] | None = Field(
+        None, min_length=2, description="Quantiles (seconds) of the gap inside a burst."
+    )
+    start_hours: list[float] | None = Field(
+        None,
+        min_length=168,
+        max_length=168,
+        description="Weights per hour of week of when the person opened conversations; "
+        "proactive starts follow them instead of active_hours.",
+    )
+    reaction_rate: float = Field(
+        0.0, ge=0, le=1, description="Chance to react to a message by someone else."
+    )
+    reactions: dict[str, float] = Field(
+        default_factory=dict, description="Favourite reaction emoji and their weights."
+    )
     temperature: float = Field(0.8, ge=0, le=2, description="Sampling temperature.")
 
     @field_validator("sleep_hours", mode="before")
@@ -108,6 +147,16 @@ class BehaviourSettings(BaseModel):
                 raise ValueError(f"{name} must be hours between 0 and 24")
         if self.away_minutes[0] > self.away_minutes[1]:
             raise ValueError("away_minutes must be (shortest, longest)")
+        for name in ("reply_latency", "burst_gaps"):
+            qs = getattr(self, name)
+            if qs is not None and (any(q < 0 for q in qs) or qs != sorted(qs)):
+                raise ValueError(f"{name} must be ascending quantiles in seconds, none below 0")
+        for name in ("around", "burst_lengths", "start_hours"):
+            ws = getattr(self, name)
+            if ws is not None and (any(w < 0 for w in ws) or not sum(ws) > 0):
+                raise ValueError(f"{name} must be weights of at least 0, not all 0")
+        if self.around is not None and any(w > 1 for w in self.around):
+            raise ValueError("around must be chances between 0 and 1")
         return self
 
 

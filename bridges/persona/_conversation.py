@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -15,6 +17,7 @@ from .._api import Bridge, MessageEvent, ReactionEvent, User
 from .._store import PersonaStore, StoredMessage
 from .._time import Clock
 from ._current import Current
+from ._habits import draw_burst, draw_emoji, draw_quantile, hour_of_week, typing_seconds
 from ._speaker import Speaker
 from ._state import StateBook
 from ._voice import Voice
@@ -25,6 +28,20 @@ log = structlog.get_logger("personad.behaviour")
 
 
 @dataclass
+class _Plan:
+    """What the persona decided when someone else started talking (profile habits).
+
+    Drawn once per run of others' messages and kept until the persona speaks or the
+    conversation ends, as a person decides once whether and how soon to answer: a friend
+    who adds a line restarts the wait (``since``), not the decision.
+    """
+
+    since: datetime
+    latency: float | None
+    answer: bool | None
+
+
+@dataclass
 class _Turn:
     """A channel's turn-taking while running (not kept across restarts)."""
 
@@ -32,6 +49,7 @@ class _Turn:
     speaking: bool = False
     pending: bool = False
     addressed: bool = False
+    plan: _Plan | None = None
 
 
 class Conversations:
@@ -51,7 +69,10 @@ class Conversations:
         speaker: Speaker,
         bridges: Mapping[str, Bridge],
         may_speak: Callable[[str], bool],
+        rng: random.Random,
     ) -> None:
+        self._rng = rng
+        self._reacting: set[asyncio.Task[None]] = set()
         self._current = current
         self._store = store
         self._book = book
@@ -65,6 +86,7 @@ class Conversations:
     async def stop(self) -> None:
         """Cancel the turns waiting or running."""
         tasks = [t.waiting for t in self._turns.values() if t.waiting]
+        tasks += list(self._reacting)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -115,6 +137,20 @@ class Conversations:
             return False
         last = self._store.recent(bridge.name, event.channel, 1)
         previous = last[-1].ts if last else None
+        if event.edited and not is_self:
+            # An edit of a message never seen (edited while the bridge was away, or an old
+            # message edited now). Past retention it is not taken back; outside the
+            # conversation going on now it is history, not a reason to speak.
+            now = self._clock.now()
+            if event.timestamp < now - timedelta(days=self._current.b.history_days):
+                log.info("old_edit_ignored", persona=self._current.name, channel=event.channel)
+                return False
+            if (previous is not None and previous > event.timestamp) or starts_session(
+                event.timestamp, now, self._current.gap
+            ):
+                for row in rows:
+                    self._store.add(row, handled=True)
+                return False
         if not is_self and starts_session(previous, event.timestamp, self._current.gap):
             await bridge.notice(event.channel, "a new conversation begins")
             log.info("session_started", persona=self._current.name, channel=event.channel)
@@ -127,7 +163,26 @@ class Conversations:
             log.info("message_while_offline", persona=self._current.name, addressed=addressed)
             return True
         self._trigger(bridge, event.channel, addressed)
+        self._maybe_react(bridge, event.channel, message)
         return False
+
+    def _maybe_react(self, bridge: Bridge, channel: str, message: StoredMessage) -> None:
+        """The person's reaction habit: at their rate, a favourite emoji, a moment later."""
+        b = self._current.b
+        if b.reaction_rate <= 0 or not bridge.can_react or self._rng.random() >= b.reaction_rate:
+            return
+        emoji = draw_emoji(b.reactions, self._rng)
+        delay = draw_quantile(b.reply_latency, self._rng) if b.reply_latency else 5.0
+
+        async def react() -> None:
+            await self._clock.sleep(delay)
+            if self._may_speak(channel):
+                await bridge.react(channel, message.message_id, emoji)
+                self._speaker.remember(bridge, channel, message.message_id, "react", emoji)
+
+        task = asyncio.ensure_future(react())
+        self._reacting.add(task)
+        task.add_done_callback(self._reacting.discard)
 
     async def on_reaction(self, bridge: Bridge, event: ReactionEvent) -> None:
         """Remember others' reactions as REACT lines (they do not ask for an answer)."""
@@ -153,6 +208,7 @@ class Conversations:
     def _trigger(self, bridge: Bridge, channel: str, addressed: bool) -> None:
         turn = self._turn_of(bridge.name, channel)
         turn.addressed |= addressed
+        self._plan(turn)
         if turn.speaking:
             turn.pending = True
             return
@@ -161,8 +217,27 @@ class Conversations:
             turn.waiting.cancel()
         turn.waiting = asyncio.ensure_future(self._debounced(bridge, channel))
 
+    def _plan(self, turn: _Turn) -> None:
+        """Draw (or keep) the decision of this run of others' messages; restart its wait."""
+        b = self._current.b
+        if b.reply_latency is None and b.around is None:
+            return
+        now = self._clock.now()
+        if turn.plan is None or starts_session(turn.plan.since, now, self._current.gap):
+            latency = draw_quantile(b.reply_latency, self._rng) if b.reply_latency else None
+            answer = None
+            if b.around is not None:
+                answer = self._rng.random() < b.around[hour_of_week(now, b.timezone)]
+            turn.plan = _Plan(since=now, latency=latency, answer=answer)
+        else:
+            turn.plan = replace(turn.plan, since=now)
+
     async def _debounced(self, bridge: Bridge, channel: str) -> None:
-        await self._clock.sleep(self._current.b.debounce)
+        plan = self._turn_of(bridge.name, channel).plan
+        wait = self._current.b.debounce
+        if plan is not None and plan.latency is not None:
+            wait = min(wait, plan.latency)
+        await self._clock.sleep(wait)
         try:
             await self.respond(bridge, channel)
         except Exception:
@@ -196,15 +271,35 @@ class Conversations:
         if session[-1].is_bot and _bot_run(session) > self._current.b.bot_budget:
             log.info("bot_budget_spent", persona=self._current.name, channel=channel)
             return True
-        actions = await self._voice.next_actions(bridge.name, channel, session, addressed)
+        turn = self._turn_of(bridge.name, channel)
+        plan = turn.plan
+        answer = plan.answer if plan is not None else None
+        actions = await self._voice.next_actions(
+            bridge.name, channel, session, addressed, answer=answer
+        )
         if actions is None:
             return False
         if not actions:
             return True
-        turn = self._turn_of(bridge.name, channel)
+        b = self._current.b
+        if b.burst_lengths is not None:
+            actions = await self._voice.burst(
+                bridge.name, channel, session, actions, draw_burst(b.burst_lengths, self._rng)
+            )
+        timed = plan is not None and plan.latency is not None
+        if plan is not None and plan.latency is not None:
+            # Generation started when the debounce ended: wait only what is left of the
+            # drawn latency (less the typing, when the person's latency includes it).
+            first = next((a.text for a in actions if a.kind in ("send", "reply")), "")
+            typing = typing_seconds(first, b) if b.latency_typing == "included" else 0.0
+            left = (plan.since - self._clock.now()).total_seconds() + plan.latency - typing
+            await self._clock.sleep(left)
         turn.speaking = True
         try:
-            await self._speaker.perform(bridge, channel, actions, trigger=session[-1])
+            await self._speaker.perform(
+                bridge, channel, actions, trigger=session[-1], read=not timed
+            )
+            turn.plan = None  # the persona spoke: the next run is decided afresh
         finally:
             turn.speaking = False
             if turn.pending:

@@ -11,7 +11,7 @@ from models import Line, PersonaManifest
 
 from .._api import Bridge, MessageEvent, PersonaEvent, PresenceEvent, ReactionEvent, Upcoming
 from .._completer import Completer
-from .._store import Store, StoredMessage
+from .._store import Conversation, Removed, Store, StoredMessage
 from .._time import Clock, Scheduler
 from ._conversation import Conversations
 from ._current import Current
@@ -60,7 +60,7 @@ class PersonaEngine:
         self._book = StateBook(self.store)
         jobs = f"{self.name}:{uuid.uuid4().hex[:6]}"
         self._voice = Voice(self._current, completer, rng)
-        self._speaker = Speaker(self._current, self.store, clock, self.may_speak)
+        self._speaker = Speaker(self._current, self.store, clock, self.may_speak, rng)
         self._conversations = Conversations(
             self._current,
             self.store,
@@ -70,6 +70,7 @@ class PersonaEngine:
             self._speaker,
             self.bridges,
             self.may_speak,
+            rng,
         )
         self._day = Day(
             self._current,
@@ -97,7 +98,13 @@ class PersonaEngine:
             f"{jobs}:start",
         )
         self._retention = Retention(
-            self._current, self.store, completer, clock, scheduler, f"{jobs}:retention"
+            self._current,
+            self.store,
+            self._book,
+            completer,
+            clock,
+            scheduler,
+            f"{jobs}:retention",
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -194,8 +201,13 @@ class PersonaEngine:
 
     async def on_message(self, bridge: Bridge, event: MessageEvent) -> None:
         """Remember the message and, when it calls for an answer, plan a turn."""
+        seen = event.edited and self.store.has(bridge.name, event.channel, event.message_id)
         if await self._conversations.on_message(bridge, event):
             await self._announce(self._day.where(), to=bridge)
+        if seen:
+            # The model server's cached state of the conversation still holds the old words.
+            edited = Conversation(self.name, bridge.name, event.channel)
+            await self._retention.drop_states(Removed(0, frozenset({edited})))
 
     async def on_reaction(self, bridge: Bridge, event: ReactionEvent) -> None:
         """Remember others' reactions as REACT lines (they do not ask for an answer)."""

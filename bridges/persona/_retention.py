@@ -10,6 +10,7 @@ from .._completer import Completer
 from .._store import PersonaStore, Removed
 from .._time import Clock, Scheduler
 from ._current import Current
+from ._state import StateBook
 
 __all__ = ["Retention"]
 
@@ -26,6 +27,7 @@ class Retention:
         self,
         current: Current,
         store: PersonaStore,
+        book: StateBook,
         completer: Completer,
         clock: Clock,
         scheduler: Scheduler,
@@ -33,6 +35,7 @@ class Retention:
     ) -> None:
         self._current = current
         self._store = store
+        self._book = book
         self._completer = completer
         self._clock = clock
         self._scheduler = scheduler
@@ -53,6 +56,7 @@ class Retention:
             removed = self._store.purge(cutoff)
             if removed.rows:
                 log.info("history_purged", persona=self._current.name, rows=removed.rows)
+            if removed.conversations or self._book.state.pending_drops:
                 await self.drop_states(removed)
         except Exception:
             log.exception("retention_failed", persona=self._current.name)
@@ -60,12 +64,18 @@ class Retention:
             self._scheduler.at(self._clock.now() + _EVERY, self._job_id, self.purge)
 
     async def drop_states(self, removed: Removed) -> None:
-        """Drop the cached model states of the conversations a removal touched."""
-        for conversation in sorted(removed.conversations):
+        """Drop the cached model states of the conversations a removal touched, and retry
+        the ones that failed before; a failure is remembered for the next purge."""
+        keys = {c.key for c in removed.conversations} | self._book.state.pending_drops
+        failed: set[str] = set()
+        for key in sorted(keys):
             try:
-                dropped = await self._completer.drop_conversation(conversation.key)
-            except Exception:
-                # Privacy clean-up must not break event handling; it is logged loudly.
-                log.exception("state_drop_failed", conversation=conversation.key)
+                dropped = await self._completer.drop_conversation(key)
+            except Exception as exc:
+                # Privacy clean-up must not break event handling: logged, and retried.
+                log.warning("state_drop_failed", conversation=key, error=str(exc))
+                failed.add(key)
                 continue
-            log.info("conversation_state_dropped", conversation=conversation.key, states=dropped)
+            log.info("conversation_state_dropped", conversation=key, states=dropped)
+        if failed != self._book.state.pending_drops:
+            self._book.update(pending_drops=frozenset(failed))

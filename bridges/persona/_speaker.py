@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from .._api import Bridge
 from .._store import PersonaStore, StoredMessage
 from .._time import Clock
 from ._current import Current
+from ._habits import draw_quantile, typing_seconds
 
 __all__ = ["Speaker", "split_text"]
 
@@ -29,7 +31,9 @@ class Speaker:
         store: PersonaStore,
         clock: Clock,
         may_speak: Callable[[str], bool],
+        rng: random.Random,
     ) -> None:
+        self._rng = rng
         self._current = current
         self._store = store
         self._clock = clock
@@ -42,16 +46,23 @@ class Speaker:
         channel: str,
         actions: Sequence[Action],
         trigger: StoredMessage | None,
+        *,
+        read: bool = True,
+        first: bool = True,
     ) -> None:
-        """Read the trigger, then act out ``actions``; stops when the persona must be silent."""
+        """Read the trigger, then act out ``actions``; stops when the persona must be silent.
+
+        ``read=False`` when the wait was the person's own latency, which includes reading;
+        ``first=False`` when ``actions`` continue messages just sent (a pause before each).
+        """
         b = self._current.b
-        if trigger is not None:
+        if trigger is not None and read:
             await self._clock.sleep(b.reading_delay + len(trigger.text) / b.reading_speed)
         for i, action in enumerate(actions):
             if not self._may_speak(channel):
                 break
-            if i:
-                await self._clock.sleep(b.message_pause)
+            if i or not first:
+                await self._clock.sleep(self._pause(action))
             if action.kind == "react":
                 if bridge.can_react and trigger is not None:
                     await bridge.react(channel, trigger.message_id, action.text)
@@ -76,6 +87,17 @@ class Speaker:
                 else:
                     mid = await bridge.send(channel, part)
                 self.remember(bridge, channel, mid, "reply" if reply else "message", part)
+
+    def _pause(self, action: Action) -> float:
+        """The wait before a following message: the person's gap inside a burst (less the
+        typing, when their gaps include it), else ``message_pause``."""
+        b = self._current.b
+        if b.burst_gaps is None:
+            return b.message_pause
+        gap = draw_quantile(b.burst_gaps, self._rng)
+        if b.latency_typing == "included" and action.kind in ("send", "reply"):
+            gap -= typing_seconds(action.text, b)
+        return max(0.0, gap)
 
     def remember(
         self,

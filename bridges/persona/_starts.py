@@ -9,11 +9,14 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from models import Action
+
 from .._api import Bridge, PersonaEvent, Upcoming
 from .._presence import exp_delay, in_hours, local_hour
 from .._store import PersonaStore
 from .._time import Clock, Scheduler
 from ._current import Current
+from ._habits import draw_burst, next_start
 from ._speaker import Speaker
 from ._state import StateBook
 from ._voice import Voice
@@ -54,6 +57,7 @@ class Starts:
         self._may_speak = may_speak
         self._announce = announce
         self._job_id = job_id
+        self._retry: datetime | None = None
 
     def start(self) -> None:
         """Take up the planned attempt (kept over a restart), or plan one."""
@@ -66,26 +70,52 @@ class Starts:
     def _plan(self, *, restore: bool = False) -> None:
         planned = self._book.state.next_start if restore else None
         if planned is None:
-            delay = exp_delay(self._current.b.starts_per_day, self._rng)
-            if delay is None:
+            b = self._current.b
+            now = self._clock.now()
+            if b.start_hours is not None:
+                # At the hours the person actually opened conversations.
+                planned = next_start(now, b.start_hours, b.starts_per_day, b.timezone, self._rng)
+            else:
+                delay = exp_delay(b.starts_per_day, self._rng)
+                planned = now + timedelta(seconds=delay) if delay is not None else None
+            if planned is None:
                 return
-            planned = self._clock.now() + timedelta(seconds=delay)
             self._book.update(next_start=planned)
         self._scheduler.at(planned, self._job_id, self._job)
 
     async def _job(self) -> None:
+        self._retry = None
         try:
             await self.try_start()
         except Exception:
             # A failed platform call costs this start, not the ones after it.
             log.exception("conversation_start_failed", persona=self._current.name)
         finally:
-            self._plan()
+            if self._retry is not None:
+                # A person who wants to open a talk waits for a quiet moment rather than
+                # giving up: with the measured start rate, the bot does the same.
+                self._book.update(next_start=self._retry)
+                self._scheduler.at(self._retry, self._job_id, self._job)
+            else:
+                self._plan()
 
     def upcoming(self) -> list[Upcoming]:
         """The next planned attempt."""
         planned = self._book.state.next_start
         return [Upcoming(planned, "may start a conversation")] if planned else []
+
+    def _quiet_at(self, now: datetime) -> datetime | None:
+        """When the soonest channel will have been quiet long enough (within 6 hours)."""
+        quiet = timedelta(seconds=self._current.b.quiet_before_start)
+        soonest = [
+            last[-1].ts + quiet
+            for bridge_name, channel in self._store.channels()
+            if bridge_name in self._bridges
+            and (last := self._store.recent(bridge_name, channel, 1))
+            and not (last[-1].is_self and last[-1].opener)
+        ]
+        at = min((t for t in soonest if t > now), default=None)
+        return at if at is not None and at - now <= timedelta(hours=6) else None
 
     def _candidates(self, now: datetime) -> list[tuple[str, str]]:
         quiet = timedelta(seconds=self._current.b.quiet_before_start)
@@ -110,7 +140,9 @@ class Starts:
         """Open a new conversation in a quiet channel, if the rules allow it now."""
         now = self._clock.now()
         b = self._current.b
-        if not self._book.state.online or not in_hours(local_hour(now, b.timezone), b.active_hours):
+        if not self._book.state.online:
+            return False
+        if b.start_hours is None and not in_hours(local_hour(now, b.timezone), b.active_hours):
             return False
         # Days are the persona's days, in its own time zone.
         day = self._current.local(now).date()
@@ -119,6 +151,8 @@ class Starts:
             return False
         candidates = self._candidates(now)
         if not candidates:
+            if b.start_hours is not None:
+                self._retry = self._quiet_at(now)
             return False
         bridge_name, channel = self._rng.choice(candidates)
         bridge = self._bridges[bridge_name]
@@ -139,5 +173,15 @@ class Starts:
         await self._speaker.type(bridge, channel, opener)
         mid = await bridge.send(channel, opener)
         self._speaker.remember(bridge, channel, mid, "message", opener, opener=True)
+        if b.burst_lengths is not None:
+            # The person opens with as many messages in a row as they answer with.
+            more = await self._voice.burst(
+                bridge_name,
+                channel,
+                [],
+                [Action("send", opener)],
+                draw_burst(b.burst_lengths, self._rng),
+            )
+            await self._speaker.perform(bridge, channel, more[1:], trigger=None, first=False)
         log.info("conversation_started", persona=self._current.name, channel=channel)
         return True

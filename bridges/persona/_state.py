@@ -40,6 +40,11 @@ class PersonaState(BaseModel):
     paused_channels: frozenset[str] = Field(
         frozenset(), description="Kill switch for single channels (ids)."
     )
+    pending_drops: frozenset[str] = Field(
+        frozenset(),
+        description="Conversations whose cached model state could not be dropped yet (the "
+        "model server was unreachable): tried again at every purge.",
+    )
 
     def is_paused(self, channel: str | None = None) -> bool:
         """Whether the persona must stay silent (everywhere, or in ``channel``)."""

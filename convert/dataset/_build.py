@@ -26,6 +26,7 @@ from models import (
     chat_messages,
     prompt_lines,
     render_transcript,
+    write_toml,
 )
 
 from ..errors import BadOption
@@ -33,7 +34,7 @@ from ._profile import ProfileBuilder
 from ._readers import read_export
 from ._records import ExportMessage
 
-__all__ = ["BuildOptions", "BuildSummary", "build_dataset"]
+__all__ = ["BuildOptions", "BuildSummary", "Cleaner", "build_dataset", "merged_exports", "zone"]
 
 _LINK = re.compile(r"(?:https?://|www\.)\S+")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
@@ -75,6 +76,7 @@ class BuildSummary:
     channels: dict[str, ChannelStats] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     persona_found: bool = False
+    persona_name: str = ""
 
     @property
     def messages(self) -> int:
@@ -99,7 +101,7 @@ class BuildSummary:
         }
 
 
-class _Cleaner:
+class Cleaner:
     """Turns an export message into events, or a reason to drop it."""
 
     def __init__(self, opts: BuildOptions) -> None:
@@ -171,13 +173,13 @@ class _Cleaner:
         return out, None
 
 
-def _merged(paths: Iterable[Path], tz: tzinfo) -> Iterator[ExportMessage]:
+def merged_exports(paths: Iterable[Path], tz: tzinfo) -> Iterator[ExportMessage]:
     """All exports, per channel in time order (each file is already ordered per channel)."""
     streams = [read_export(p, tz) for p in paths]
     yield from heapq.merge(*streams, key=lambda m: m.ts)
 
 
-def _zone(name: str) -> tzinfo:
+def zone(name: str) -> tzinfo:
     from zoneinfo import ZoneInfo
 
     try:
@@ -243,16 +245,16 @@ def build_dataset(exports: list[Path], out: Path, opts: BuildOptions) -> BuildSu
     left half-written: each is written beside its place and renamed at the end.
     """
     gap = _gap(opts)
-    tz = _zone(opts.timezone)
-    cleaner = _Cleaner(opts)
+    tz = zone(opts.timezone)
+    cleaner = Cleaner(opts)
     summary = BuildSummary()
     windows: dict[str, deque[Event]] = defaultdict(lambda: deque(maxlen=opts.context_lines))
     sessions: SessionTracker[str] = SessionTracker(gap)
-    profile = ProfileBuilder(opts.persona, tz)
+    profile = ProfileBuilder(opts.persona, tz, gap.total_seconds())
     authors: Counter[str] = Counter()
     with ExitStack() as stack:
         writers = _Writers(stack, _out_dir(out))
-        for message in _merged(exports, tz):
+        for message in merged_exports(exports, tz):
             if len(authors) < 1000 or message.author in authors:  # bounded, for the error
                 authors[message.author] += 1
             stats = summary.channels.setdefault(message.channel, ChannelStats())
@@ -269,8 +271,12 @@ def build_dataset(exports: list[Path], out: Path, opts: BuildOptions) -> BuildSu
             summary.persona_found |= persona
             profile.add(message, persona, new_session=new_session)
             for event, mine in events:
-                # Only the persona's own lines become targets (its reactions included).
-                if mine and window:
+                if mine and not summary.persona_name:
+                    summary.persona_name = event.author
+                # Only the persona's own lines become targets (its reactions included), each
+                # exactly once: an opener (empty window) is learned from its INIT line alone,
+                # which is the prompt the runtime gives when the persona starts a talk.
+                if mine:
                     _examples(writers, window, event, opts)
                     stats.targets += 1
                 window.append(event)
@@ -286,11 +292,37 @@ def build_dataset(exports: list[Path], out: Path, opts: BuildOptions) -> BuildSu
         profile_path = out / "profile.toml"
         profile.write(profile_path)
         summary.files["profile"] = profile_path
+        summary.files["manifest"] = write_skeleton(out / "persona.toml", opts, summary)
     return summary
+
+
+def write_skeleton(path: Path, opts: BuildOptions, summary: BuildSummary) -> Path:
+    """A persona manifest to edit (model, card) rather than write from nothing."""
+    name = summary.persona_name or opts.persona
+    channels = sorted(n for n, c in summary.channels.items() if c.targets)
+    data = {
+        "name": name[:64],
+        "model": "smollm2",
+        "format": "transcript",
+        "profile": "profile.toml",
+        "card": {"description": opts.card or f"{name} is one of the friends in this chat."},
+        "behaviour": {"channels": channels},
+    }
+    write_toml(
+        path,
+        data,
+        comment=(
+            "personad persona manifest skeleton: set `model` to the fine-tuned model "
+            "(personad convert ... --register NAME); [behaviour] overrides the profile"
+        ),
+    )
+    return path
 
 
 def _examples(writers: _Writers, window: deque[Event], event: Event, opts: BuildOptions) -> None:
     persona = event.author
+    if not window:
+        window = deque([Event(persona, "init", "", event.ts)])
     instruction = f"You are {persona} in a group chat with friends. Write {persona}'s next message."
     lines = prompt_lines(list(window), opts.context_lines)
     prompt = render_transcript(lines)

@@ -51,6 +51,56 @@ def sleep_window(hours: list[int]) -> tuple[int, int] | None:
     return (best[0], (best[0] + best[1]) % 24)
 
 
+def _quantiles(values: list[float], n: int = 50) -> list[float]:
+    """p0, p2, ..., p100: the empirical distribution the runtime draws from."""
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    out = []
+    for i in range(n + 1):
+        x = i * last / n
+        lo = int(x)
+        hi = min(lo + 1, last)
+        out.append(round(ordered[lo] + (x - lo) * (ordered[hi] - ordered[lo]), 2))
+    return out
+
+
+def _typing_on_top(samples: list[tuple[float, float]]) -> str:
+    """Whether typing time comes on top of the latency, decided from the data.
+
+    If the person started typing only after the wait, longer answers would come later by
+    their typing time. Compare the longer half of the answers with the shorter half: typing
+    is on top when their median latencies differ by at least half the typing time (at
+    6 chars/s) of their median lengths' difference, and that difference is large enough
+    (10 characters) to be seen; otherwise the measured latency already includes typing.
+    """
+    if len(samples) < 20:
+        return "included"
+    ordered = sorted(samples)
+    half = len(ordered) // 2
+    short, long = ordered[:half], ordered[half:]
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    chars = median([x[0] for x in long]) - median([x[0] for x in short])
+    later = median([x[1] for x in long]) - median([x[1] for x in short])
+    return "on_top" if chars >= 10 and later >= 0.5 * chars / 6.0 else "included"
+
+
+def _smoothed(chances: list[list[int]], k: float = 3.0) -> list[float]:
+    """Answered / runs per hour of week, shrunk toward the hour of day (and that toward the
+    whole week) where an hour has few runs."""
+    answered = sum(a for a, _ in chances)
+    runs = sum(r for _, r in chances)
+    week = answered / runs if runs else 0.0
+    day = []
+    for h in range(24):
+        a = sum(chances[d * 24 + h][0] for d in range(7))
+        r = sum(chances[d * 24 + h][1] for d in range(7))
+        day.append((a + k * week) / (r + k))
+    return [round((a + k * day[i % 24]) / (r + k), 4) for i, (a, r) in enumerate(chances)]
+
+
 class _Reservoir:
     def __init__(self) -> None:
         self.values: list[float] = []
@@ -67,8 +117,17 @@ class _Reservoir:
 class ProfileBuilder:
     """Accumulates the persona's timing and habits in bounded memory."""
 
-    def __init__(self, persona: str, tz: tzinfo) -> None:
+    def __init__(self, persona: str, tz: tzinfo, session_gap: float = 7200) -> None:
         self.persona = persona
+        self.session_gap = session_gap
+        self.start_hours = [0] * 168
+        self.chances = [[0, 0] for _ in range(168)]  # [answered, runs] by hour of week
+        self.gaps = _Reservoir()
+        self.others = 0
+        self.reacted = 0
+        self.per_day: Counter[object] = Counter()
+        self._typing: list[tuple[float, float]] = []  # (length, latency), for the decision
+        self._run: dict[str, int] = {}  # channel -> hour of week its others' run began
         self.tz = tz
         self.hour_of_week = [0] * 168
         self.messages = 0
@@ -91,28 +150,50 @@ class ProfileBuilder:
         for r in m.reactions:
             if self.persona.casefold() in (r.author_id.casefold(), r.author.casefold()):
                 self.reactions[r.emoji] += 1
+                self.reacted += 1
+        local = m.ts.astimezone(self.tz)
+        how = local.weekday() * 24 + local.hour
+        if new_session:
+            if self._burst.get(m.channel):  # a burst also ends at a session gap
+                self.bursts.add(float(self._burst.pop(m.channel)))
+            if m.channel in self._run:  # a run of others' messages nobody answered
+                self.chances[self._run.pop(m.channel)][1] += 1
         if persona:
-            local = m.ts.astimezone(self.tz)
-            self.hour_of_week[local.weekday() * 24 + local.hour] += 1
+            self.hour_of_week[how] += 1
             self.messages += 1
             self.length.add(float(len(m.text)))
             if new_session:
                 self.starts += 1
+                self.start_hours[how] += 1
+                self.per_day[local.date()] += 1
             elif prev is not None and not prev[0]:
-                self.latency.add((m.ts - prev[1]).total_seconds())
+                latency = (m.ts - prev[1]).total_seconds()
+                self.latency.add(latency)
+                if len(self._typing) < 20000:
+                    self._typing.append((float(len(m.text)), latency))
             elif prev is not None and prev[0]:
                 seconds = (m.ts - prev[1]).total_seconds()
+                self.gaps.add(seconds)
                 if 1 <= seconds <= 120 and m.text:
                     self.speed.add(len(m.text) / seconds)
+            if m.channel in self._run:  # the run of others' messages got its answer
+                answered = self.chances[self._run.pop(m.channel)]
+                answered[0] += 1
+                answered[1] += 1
             self._burst[m.channel] = self._burst.get(m.channel, 0) + 1
-        elif self._burst.get(m.channel):
-            self.bursts.add(float(self._burst.pop(m.channel)))
+        else:
+            self.others += 1
+            if self._burst.get(m.channel):
+                self.bursts.add(float(self._burst.pop(m.channel)))
+            self._run.setdefault(m.channel, how)
         self._prev[m.channel] = (persona, m.ts)
 
     def data(self) -> dict[str, Any]:
         """The profile: ``behaviour`` for the persona manifest, ``stats`` behind it."""
         for channel in list(self._burst):
             self.bursts.add(float(self._burst.pop(channel)))
+        for channel in list(self._run):
+            self.chances[self._run.pop(channel)][1] += 1
         by_hour = [sum(self.hour_of_week[d * 24 + h] for d in range(7)) for h in range(24)]
         sleep = sleep_window(by_hour)
         speed = _percentiles(self.speed.values)["p50"] if self.speed.values else 6.0
@@ -124,6 +205,7 @@ class ProfileBuilder:
         if sleep is not None:
             behaviour["sleep_hours"] = [sleep[0], sleep[1]]
             behaviour["active_hours"] = [sleep[1], sleep[0]]
+        behaviour.update(self._habits())
         stats = {
             "messages": self.messages,
             "conversation_starts": self.starts,
@@ -135,6 +217,33 @@ class ProfileBuilder:
             "favourite_reactions": [e for e, _ in self.reactions.most_common(10)],
         }
         return {"behaviour": behaviour, "stats": stats}
+
+    def _habits(self) -> dict[str, Any]:
+        """What drives the runtime: the person's distributions, not fixed rules."""
+        out: dict[str, Any] = {
+            # Being around is the person's own week (below); random absences would be extra.
+            "away_per_day": 0.0,
+            "quiet_before_start": self.session_gap,
+            "max_starts_per_day": max(2, max(self.per_day.values(), default=0)),
+        }
+        if len(self.latency.values) >= 2:
+            out["reply_latency"] = _quantiles(self.latency.values)
+            out["latency_typing"] = _typing_on_top(self._typing)
+        if self.bursts.values:
+            longest = min(int(max(self.bursts.values)), 50)
+            counts = Counter(min(int(v), longest) for v in self.bursts.values)
+            out["burst_lengths"] = [counts.get(n, 0) for n in range(1, longest + 1)]
+        if len(self.gaps.values) >= 2:
+            out["burst_gaps"] = _quantiles(self.gaps.values)
+        if sum(self.start_hours):
+            out["start_hours"] = list(self.start_hours)
+        if any(answered for answered, _ in self.chances):
+            out["around"] = _smoothed(self.chances)
+        if self.others:
+            out["reaction_rate"] = round(min(1.0, self.reacted / self.others), 4)
+        if self.reactions:
+            out["reactions"] = dict(self.reactions.most_common(10))
+        return out
 
     def _days(self) -> float:
         if self.first is None or self.last is None:

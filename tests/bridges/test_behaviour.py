@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ def make_world(
     fmt: str = "transcript",
     clock: FakeClock | None = None,
     name: str = "Robin",
+    completer: ScriptedCompleter | None = None,
     first_id: int = 1,
     bridge_class: type[RecordingBridge] = RecordingBridge,
     **behaviour: Any,
@@ -75,7 +76,8 @@ def make_world(
     )
     clock = clock or FakeClock(start)
     store = Store(tmp_path / "state.db")
-    completer = ScriptedCompleter(list(script) if not callable(script) else script)
+    if completer is None:
+        completer = ScriptedCompleter(list(script) if not callable(script) else script)
     engine = PersonaEngine(persona, completer, store, clock, clock, random.Random(7))
     bridge = bridge_class(_NoOpts(), engine, persona=name, clock=clock, first_id=first_id)
     engine.attach(bridge)
@@ -594,6 +596,78 @@ def test_a_backfilled_edit_is_new_if_unseen_and_an_edit_if_seen(tmp_path: Path) 
     scenario(run)
 
 
+def test_an_old_or_stale_unseen_edit_is_not_answered(tmp_path: Path) -> None:
+    """An edit of a message never seen is taken back only within retention, and answered only
+    when it belongs to the conversation going on now."""
+    from bridges import MessageEvent
+
+    async def run() -> None:
+        w = make_world(tmp_path, lambda call: " sure", history_days=1)
+        await w.engine.start()
+        now = w.clock.now()
+        old = MessageEvent("general", "o1", ALEX, "Robin, year-old?", now - timedelta(days=2))
+        await w.engine.on_message(w.bridge, replace(old, edited=True))
+        earlier = now - timedelta(hours=5)
+        stale = MessageEvent("general", "s1", ALEX, "Robin, this morning?", earlier, edited=True)
+        await w.engine.on_message(w.bridge, stale)
+        await w.clock.advance(120)
+        assert w.bridge.sent() == []
+        view = w.store.for_persona("Robin")
+        assert [m.text for m in view.recent("fake", "general", 5)] == ["Robin, this morning?"]
+        assert view.pending() == {}  # history, not a message waiting for an answer
+
+    scenario(run)
+
+
+def test_an_edit_drops_the_conversations_cached_state(tmp_path: Path) -> None:
+    """The model server's state still holds an edited message's old words: it is dropped."""
+    from bridges import MessageEvent
+
+    async def run() -> None:
+        w = make_world(tmp_path, lambda call: " sure")
+        await w.engine.start()
+        mid = await w.bridge.say(ALEX, "my number is 555-0100")
+        await w.clock.advance(60)
+        fixed = MessageEvent("general", mid, ALEX, "my number is (removed)", w.clock.now())
+        await w.engine.on_message(w.bridge, replace(fixed, edited=True))
+        assert w.completer.dropped == ["Robin/fake/general"]
+
+    scenario(run)
+
+
+class _FlakyDrops(ScriptedCompleter):
+    """A completer whose model server is unreachable for the first ``failures`` drops."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(lambda call: " ok")
+        self.failures = failures
+
+    async def drop_conversation(self, conversation: str) -> int:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("the model server is down")
+        return await super().drop_conversation(conversation)
+
+
+def test_a_failed_state_drop_is_retried_at_the_next_purge(tmp_path: Path) -> None:
+    """A deleted message's conversation state that could not be dropped is dropped later,
+    also after a restart (the pending drop is kept in the persona's state)."""
+
+    async def run() -> None:
+        flaky = _FlakyDrops(failures=1)  # the model server is down for one call
+        w = make_world(tmp_path, completer=flaky)
+        await w.engine.start()
+        mid = await w.bridge.say(ALEX, "secret")
+        await w.clock.advance(60)
+        await w.engine.on_delete(w.bridge, "general", mid)
+        assert flaky.dropped == [] and w.engine.state.pending_drops == {"Robin/fake/general"}
+        await w.clock.advance(7 * 3600)  # the next purge
+        assert flaky.dropped == ["Robin/fake/general"]
+        assert w.engine.state.pending_drops == frozenset()
+
+    scenario(run)
+
+
 def test_retention_is_per_persona(tmp_path: Path) -> None:
     """Two personas keeping 1 and 30 days: a 2-day-old message goes for the first only."""
 
@@ -727,5 +801,53 @@ def test_starts_per_day_count_the_personas_days(tmp_path: Path, utc_host: None) 
         assert not await attempt_start(w)  # 23:44 Tokyo: one today already
         await w.clock.advance_to(MONDAY_NOON.replace(hour=15, minute=30))
         assert await attempt_start(w)  # 00:30 Tokyo, Tuesday; still Monday on the host
+
+    scenario(run)
+
+
+SAMMY = User("u-sammy", "Sammy")
+
+
+def test_transcript_never_speaks_someone_elses_line(tmp_path: Path) -> None:
+    """transcript: a line opening with another speaker's name ends the persona's turn."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            [
+                "Robin: me first\nRobin: Sammy: Oh no, not another book!\nRobin: never sent",
+                "Robin: ok\nSammy: I say this\nRobin: not this",
+                "Robin: Ziggy: a name nobody used yet",
+            ],
+        )
+        await w.engine.start()
+        for text in ("books?", "really?", "and?"):
+            await w.bridge.say(SAMMY, text)
+            await w.clock.advance(120)
+        assert w.bridge.sent() == ["me first", "ok"]
+
+    scenario(run)
+
+
+def test_chat_format_cuts_someone_elses_line(tmp_path: Path) -> None:
+    """chat: a line the model writes for another speaker, labelled or nested, is cut."""
+
+    async def run() -> None:
+        w = make_world(
+            tmp_path,
+            [
+                "sure thing\nSammy: Oh no, not another book!\nmore",
+                "Robin: Sammy: Oh no, not another book!",
+                "Sammy: I would say this",
+                "hm\nRobin: Alex: no",
+            ],
+            fmt="chat",
+            talkativeness=1.0,
+        )
+        await w.engine.start()
+        for who, text in ((SAMMY, "books?"), (SAMMY, "hello?"), (SAMMY, "so?"), (ALEX, "hi")):
+            await w.bridge.say(who, text)
+            await w.clock.advance(120)
+        assert w.bridge.sent() == ["sure thing", "hm"]
 
     scenario(run)
