@@ -87,3 +87,28 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     missing = CliRunner().invoke(_cli(), [*base, "--export", str(tmp_path / "nope.json")])
     assert missing.exit_code == 2
     assert "Traceback" not in missing.output
+
+
+def test_replies_from_the_model_come_from_the_daemon(tmp_path: Path) -> None:
+    """`--replies model` asks the daemon for the persona's lines (a scripted engine here)."""
+    from daemon.testing import scripted_loader
+
+    from ..conftest import make_settings, serve
+
+    exports = synthetic_export(tmp_path / "x", 7, days=20)
+    build_dataset(exports, tmp_path / "data", BuildOptions(persona="Sam"))
+    args = ["simulate", str(tmp_path / "data" / "persona.toml"), "--speaker", "Sam"]
+    for e in exports:
+        args += ["--export", str(e)]
+    loader = scripted_loader(lambda prompt: "sounds fun")
+    with serve(make_settings(tmp_path / "daemon"), loader=loader) as running:
+        out = tmp_path / "sim"
+        result = CliRunner().invoke(
+            _cli(),
+            [*args, "--out", str(out), "--days", "2", "--replies", "model", "--url", running.url],
+        )
+    assert result.exit_code == 0, result.output
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    said = [e["text"] for e in events if e["persona"] and e["kind"] == "message"]
+    assert said and all("sounds fun" in text for text in said)
+    assert sum(len(e.calls) for e in loader.engines.values()) >= len(said)
