@@ -8,7 +8,7 @@ import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -19,15 +19,17 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
 from starlette.types import Message, Receive, Scope, Send
 
 from ._daemon import Daemon
-from ._guards import KeyCheck, OriginCheck, read_json_body
+from ._dashboard import Dashboard
+from ._guards import KeyCheck, MountGuard, OriginCheck, read_json_body
 from ._schemas import ChatCompletionBody, CompletionBody, _Body
 from ._service import CompletionJob, CompletionRequest
 from .errors import ConfigError, InvalidRequest, RequestError, clip
 
-__all__ = ["create_app"]
+__all__ = ["add_mount", "create_app"]
 
 log = structlog.get_logger("personad.api")
 T = TypeVar("T")
@@ -349,8 +351,21 @@ class _Api:
             yield _sse(_error_body(f"generation failed: {exc}", "server_error", None, None))
 
 
-def create_app(daemon: Daemon) -> FastAPI:
-    """The ASGI app; its lifespan starts and stops ``daemon``."""
+def add_mount(app: FastAPI, mount: Mount) -> None:
+    """Serve another ASGI app (a bridge's page) under ``mount.path``, behind the Host and
+    Origin checks; may be called while serving. Its own access rules are its business."""
+    origins: OriginCheck = app.state.origins
+    app.router.routes.append(Mount(mount.path, app=MountGuard(mount.app, origins)))
+
+
+def create_app(
+    daemon: Daemon, *, mounts: Sequence[Mount] = (), dashboard: Dashboard | None = None
+) -> FastAPI:
+    """The ASGI app; its lifespan starts and stops ``daemon``.
+
+    ``mounts`` are other apps served under their paths (the web bridge's page); the
+    ``dashboard`` (made here unless given) is at ``/dashboard``.
+    """
     server = daemon.settings.server
     key = server.api_key
     if key is not None and not key.get_secret_value().strip():
@@ -393,6 +408,12 @@ def create_app(daemon: Daemon) -> FastAPI:
         "/v1/conversations/{conversation:path}", api.drop_conversation, methods=["DELETE"]
     )
     app.include_router(guarded)
+    board = dashboard or Dashboard(daemon)
+    app.state.dashboard = board
+    app.state.origins = origins
+    app.include_router(board.router())
+    for mount in mounts:
+        add_mount(app, mount)
     if server.allowed_origins:
         # Pages of the configured origins may also read the answers (CORS preflight).
         app.add_middleware(
@@ -416,11 +437,14 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def on_request_error(request: Request, exc: RequestError) -> JSONResponse:
         # The message may quote what the client sent: a log line stays short whatever it sent.
         log.info("request_failed", status=exc.status, code=exc.code, error=clip(str(exc), 300))
+        if exc.status >= 500:
+            board.errors.add(request.url.path, str(exc))
         return _error_response(exc)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         # Starlette still logs the traceback; the client gets the error object, not plain text.
+        board.errors.add(request.url.path, f"internal error: {exc}")
         return JSONResponse(
             _error_body(f"internal error: {clip(str(exc), 300)}", "server_error", None, None),
             status_code=500,

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from bridges import BridgeError, StoreUnusable
 from bridges.cli import bridges_app, forget_cmd, pause_cmd, resume_cmd
+from bridges.simulate.cli import simulate_cmd
+from bridges.web.cli import web_app
 from convert.cli import convert_app, dataset_app
 from convert.errors import ConvertError, InputError
 from models import Catalog, CatalogEntry, CatalogError, UnknownPersona
@@ -64,6 +66,8 @@ app.command("run")(run_cmd)
 app.command("forget")(forget_cmd)
 app.command("pause")(pause_cmd)
 app.command("resume")(resume_cmd)
+app.command("simulate")(simulate_cmd)
+app.add_typer(web_app, name="web")
 
 out = Console()
 err = Console(stderr=True)

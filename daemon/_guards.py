@@ -12,6 +12,8 @@ import hmac
 import ipaddress
 
 from fastapi import Request
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import (
     ForeignOrigin,
@@ -22,7 +24,7 @@ from .errors import (
 )
 from .settings import ServerSettings
 
-__all__ = ["KeyCheck", "OriginCheck", "read_json_body"]
+__all__ = ["KeyCheck", "MountGuard", "OriginCheck", "read_json_body"]
 
 _WILDCARDS = {"", "0.0.0.0", "::", "*"}
 
@@ -91,6 +93,43 @@ class OriginCheck:
         origin = request.headers.get("origin")
         if origin is not None and not self.origin_ok(origin, request.url.scheme, host or ""):
             raise ForeignOrigin(origin)
+
+
+class MountGuard:
+    """The Host and Origin checks for an app mounted on the daemon (a bridge's page).
+
+    A foreign Host is refused (DNS rebinding); so is a foreign Origin on a WebSocket
+    upgrade or on anything but GET/HEAD (another site's page acting as the visitor).
+    """
+
+    def __init__(self, app: ASGIApp, origins: OriginCheck) -> None:
+        self.app = app
+        self.origins = origins
+
+    def _problem(self, scope: Scope) -> str | None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host")
+        if host is not None and not self.origins.host_ok(host):
+            return f"the Host {host!r} is not this daemon's; add it to server.allowed_hosts"
+        origin = headers.get("origin")
+        checked = scope["type"] == "websocket" or scope.get("method") not in ("GET", "HEAD")
+        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        if (
+            checked
+            and origin is not None
+            and not self.origins.origin_ok(origin, scheme, host or "")
+        ):
+            return f"pages of {origin!r} may not use this daemon; see server.allowed_origins"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = self._problem(scope) if scope["type"] in ("http", "websocket") else None
+        if problem is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4403, "reason": problem[:120]})
+        else:
+            await PlainTextResponse(problem, status_code=403)(scope, receive, send)
 
 
 async def read_json_body(request: Request, limit: int) -> bytes:

@@ -14,16 +14,19 @@ import signal
 import socket
 import stat
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 import uvicorn
+from fastapi import FastAPI
+from starlette.routing import Mount
 
-from ._api import create_app
+from ._api import add_mount, create_app
 from ._daemon import Daemon
+from ._dashboard import Dashboard, PersonaBoard
 from .errors import DaemonError, UnsafeBindError
 from .settings import Settings
 
@@ -151,6 +154,19 @@ class Served:
     url: str
     daemon: Daemon
     drain_timeout: float
+    app: FastAPI | None = None
+
+    def mount(self, mount: Mount) -> str:
+        """Serve another app (a bridge's page) from now on; its URL."""
+        if self.app is not None:
+            add_mount(self.app, mount)
+        return self.url + mount.path + "/"
+
+    def show(self, board: PersonaBoard) -> None:
+        """Let ``/dashboard`` show these personas."""
+        if self.app is not None:
+            dashboard: Dashboard = self.app.state.dashboard
+            dashboard.board = board
 
     async def drain(self) -> None:
         """Refuse new requests (503) and let running generations finish, within the limit."""
@@ -188,24 +204,32 @@ async def _started(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
 
 @contextlib.asynccontextmanager
 async def serve(
-    settings: Settings, *, wait_preload: bool = True, **daemon_kwargs: Any
+    settings: Settings,
+    *,
+    wait_preload: bool = True,
+    mounts: Sequence[Mount] = (),
+    **daemon_kwargs: Any,
 ) -> AsyncIterator[Served]:
     """Serve the API on ``server.host``/``server.port`` (port 0: any free port) until the block
     ends, then drain and stop.
 
     With ``wait_preload`` (the commands), it yields once ``models.preload`` is loaded and raises
     :class:`PreloadFailed` naming each model that is not; without it (tests watching /health
-    during the load), it yields as soon as HTTP answers.
+    during the load), it yields as soon as HTTP answers. ``mounts`` are other apps served
+    under their paths (bridges' pages; :meth:`Served.mount` adds more later).
     """
     check_bind(settings)
     secure_data_dir(settings.data_dir)
     daemon = Daemon(settings, **daemon_kwargs)
     sock = bind_socket(settings.server.host, settings.server.port)
+    app = create_app(daemon, mounts=mounts)
     server = _Server(
         uvicorn.Config(
-            create_app(daemon),
+            app,
             log_config=None,
             access_log=False,
+            # A WebSocket message is a request body too.
+            ws_max_size=settings.server.max_body_bytes,
             timeout_graceful_shutdown=int(settings.server.drain_timeout) + 1,
         )
     )
@@ -216,7 +240,7 @@ async def serve(
             await daemon.wait_preloaded()
             if daemon.preload_failures:
                 raise PreloadFailed(daemon.preload_failures, settings.models.dir)
-        served = Served(_url(sock), daemon, settings.server.drain_timeout)
+        served = Served(_url(sock), daemon, settings.server.drain_timeout, app)
         log.info("serving", url=served.url, models=daemon.manager.loaded)
         yield served
         await served.drain()
