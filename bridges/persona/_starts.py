@@ -102,7 +102,13 @@ class Starts:
     def upcoming(self) -> list[Upcoming]:
         """The next planned attempt."""
         planned = self._book.state.next_start
-        return [Upcoming(planned, "may start a conversation")] if planned else []
+        if planned is None:
+            return []
+        b = self._current.b
+        if in_hours(local_hour(planned, b.timezone), b.sleep_hours):
+            # The attempt runs, finds the persona asleep and plans the next: say so.
+            return [Upcoming(planned, "would start a conversation, but is asleep then")]
+        return [Upcoming(planned, "may start a conversation")]
 
     def _quiet_at(self, now: datetime) -> datetime | None:
         """When the soonest channel will have been quiet long enough (within 6 hours)."""

@@ -157,6 +157,26 @@ def test_when_lists_the_next_events(tmp_path: Path) -> None:
         "-- Mon 20:43 Robin goes away for 41 min",
         "-- Mon 21:25 Robin is back from being away",
         "-- Mon 23:00 Robin goes to sleep",
-        "-- Tue 03:39 Robin may start a conversation",
+        "-- Tue 03:39 Robin would start a conversation, but is asleep then",
         "-- Tue 07:00 Robin wakes up",
     ]
+
+
+def test_when_says_a_start_planned_during_sleep_will_not_happen(tmp_path: Path) -> None:
+    """An attempt planned in sleep hours is listed as skipped, not as a possible start."""
+    from datetime import timedelta
+
+    from bridges.persona import StateBook
+
+    async def run() -> None:
+        c = await robin(tmp_path)
+        book = StateBook(c.store.for_persona("Robin"))
+        night = MONDAY_7PM.replace(hour=3) + timedelta(days=1)
+        book.update(next_start=night)
+        listed = {u.at: u.what for u in c.engine.upcoming()}
+        assert listed[night] == "would start a conversation, but is asleep then"
+        book.update(next_start=night.replace(hour=12))
+        assert "may start a conversation" in {u.what for u in c.engine.upcoming()}
+        await c.close()
+
+    asyncio.run(run())
