@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import re
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
@@ -207,7 +208,8 @@ def _gap(opts: BuildOptions) -> timedelta:
 
 def _out_dir(out: Path) -> Path:
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        # Everyone's messages are in there: the owner's alone, whatever the umask.
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise BadOption(
             "--out",
@@ -225,7 +227,8 @@ class _Writers:
             tmp = stack.enter_context(atomic_path(path))
             try:
                 # Text from exports may hold lone surrogates, which UTF-8 cannot encode.
-                fh = tmp.open("w", encoding="utf-8", errors="replace")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                fh = open(fd, "w", encoding="utf-8", errors="replace")  # noqa: SIM115
             except OSError as exc:
                 raise BadOption(
                     "--out",

@@ -167,3 +167,19 @@ def test_build_writes_a_manifest_skeleton(tmp_path: Path) -> None:
     assert persona.profile == out / "profile.toml"
     assert persona.behaviour.channels == ["general"]
     assert (out / "persona.toml").stat().st_mode & 0o777 == 0o600
+
+
+def test_outputs_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Everyone's messages end up in the outputs: the directory is 0700, every file 0600."""
+    import os
+
+    export = _dce_json(_chat(4), tmp_path)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        summary = build_dataset([export], out, BuildOptions(persona="2"))
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o700
+    for path in summary.files.values():
+        assert path.stat().st_mode & 0o777 == 0o600, path
