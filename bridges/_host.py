@@ -21,7 +21,7 @@ from models import PersonaManifest
 
 from ._api import Bridge
 from ._completer import DaemonCompleter
-from ._registry import build_bridge
+from ._registry import build_bridge, load_bridge_class
 from ._store import Store
 from ._time import APScheduler, SystemClock
 from .persona import PersonaEngine
@@ -88,7 +88,7 @@ class PersonaHost:
             for name in settings.run.bridges:
                 bridge = build_bridge(
                     name,
-                    settings.bridges.get(name, {}),
+                    self._options(name),
                     engine,
                     persona=persona.name,
                     clock=clock,
@@ -103,6 +103,15 @@ class PersonaHost:
         for engine in self.engines:
             self._stack.push_async_callback(engine.stop)
             await engine.start()
+
+    def _options(self, name: str) -> dict[str, Any]:
+        """The bridge's table; a bridge that keeps files (an Options field ``state_dir``) gets
+        ``data_dir/<bridge>`` unless the table names a place."""
+        options = dict(self._settings.bridges.get(name, {}))
+        fields = load_bridge_class(name).Options.model_fields
+        if "state_dir" in fields and options.get("state_dir") is None:
+            options["state_dir"] = self._settings.data_dir / name
+        return options
 
     def reload(self, personas: Sequence[PersonaManifest]) -> None:
         """Take new manifests for the personas that run (connections stay up)."""

@@ -131,6 +131,49 @@ class ModelsSettings(BaseModel):
     kv_cache_disk_bytes: int = Field(
         4 << 30, ge=0, description="Per-model disk for KV states in data_dir/kv (LRU)."
     )
+    parallel: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Conversations one model decodes at once (continuous batching); each slot "
+        "holds a live KV cache of the model's context, so memory grows with slots x context. "
+        "1 decodes one request at a time.",
+    )
+    flash_attn: bool = Field(
+        True,
+        description="Use flash attention unless a manifest says otherwise (measured faster on "
+        "CPU too: bench/defaults.py).",
+    )
+    n_threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads for decoding, unless a manifest sets them; default: half "
+        "the cores (llama-cpp-python's choice, measured best here: bench/defaults.py).",
+    )
+    n_threads_batch: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads for prompt evaluation; default: all cores.",
+    )
+    n_gpu_layers: int | Literal["auto"] = Field(
+        "auto",
+        description="Layers offloaded to the GPU unless a manifest sets n_gpu_layers: 'auto' "
+        "fits as many as free GPU memory holds with room for the slots' KV cache (0 without "
+        "a GPU); -1 means all.",
+    )
+    prefill_chunk: int = Field(
+        256,
+        ge=16,
+        description="Most prompt tokens a new request evaluates per step while others are "
+        "decoding, so a long prompt does not stall their replies.",
+    )
+
+    @field_validator("n_gpu_layers")
+    @classmethod
+    def _layers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < -1:
+            raise ValueError("n_gpu_layers is 'auto', -1 (all) or a number of layers (>= 0)")
+        return value
 
 
 class RunSettings(BaseModel):
@@ -205,7 +248,8 @@ class Settings(BaseSettings):
         def walk(value: Any, secret: bool) -> None:
             if isinstance(value, dict):
                 for k, v in value.items():
-                    walk(v, secret or "token" in str(k).lower())
+                    name = str(k).lower()
+                    walk(v, secret or "token" in name or "password" in name)
             elif isinstance(value, SecretStr):
                 found.append(value.get_secret_value())
             elif secret and isinstance(value, str):
@@ -321,15 +365,16 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _refuse_plain_tokens(path: Path, data: Mapping[str, Any]) -> None:
-    """A bot token in a config file is readable by anyone who can read the file."""
+    """A bot token or password in a config file is readable by anyone who can read the file."""
     for name, table in (data.get("bridges") or {}).items():
         if not isinstance(table, Mapping) or table.get("allow_plain_token"):
             continue
-        for key in ("token", "tokens"):
+        for key in ("token", "tokens", "password", "passwords"):
             if key in table:
                 raise ConfigError(
                     path,
-                    "a bot token is written in the config file; put it in a credential file "
+                    "a bot token or password is written in the config file; put it in a "
+                    "credential file "
                     f"(bridges__{name}__{key}, systemd LoadCredential=) or "
                     f"PERSONAD_BRIDGES__{name.upper()}__{key.upper()}, or set "
                     "allow_plain_token = true if you really want it here",

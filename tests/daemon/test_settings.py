@@ -130,3 +130,15 @@ def test_secret_values_never_appear_in_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"server\.api_key") as info:
         load_settings(cfg, environ={})
     assert "987654321" not in str(info.value)
+
+
+def test_a_bridge_password_in_the_config_file_is_refused_and_never_logged(tmp_path: Path) -> None:
+    """A password, like a token, belongs in a credential file; from there it is redacted."""
+
+    cfg = tmp_path / "personad.toml"
+    cfg.write_text('[bridges.matrix]\npassword = "hunter2"\n')
+    with pytest.raises(ConfigError, match="token or password"):
+        load_settings(cfg, environ={})
+    cfg.write_text("")
+    settings = load_settings(cfg, environ={"PERSONAD_BRIDGES__MATRIX__PASSWORD": "hunter2"})
+    assert "hunter2" in settings.secret_values()
