@@ -157,6 +157,20 @@ class _Api:
             "running": {s.name: s.queue.running is not None for s in manager.slots()},
             "queued": {s.name: s.queue.depth() for s in manager.slots()},
         }
+        runners = self.daemon.runners.snapshot()
+        if runners:
+            body["runners"] = {
+                name: {
+                    "state": s.state,
+                    "pid": s.pid,
+                    "restarts": s.restarts,
+                    "crashes": s.crashes,
+                    "reason": s.reason,
+                }
+                for name, s in runners.items()
+                if s.state != "stopped" or s.restarts or s.crashes
+            }
+        degraded = self.daemon.degraded()
         failed = self.daemon.preload_problems()
         if not self.daemon.service.accepting:
             body["status"] = "stopping"
@@ -170,7 +184,13 @@ class _Api:
         elif manager.loading or self.daemon.preloading:
             body["status"] = "loading"
             body["reason"] = f"loading model {', '.join(manager.loading) or 'preloads'}"
-        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+        elif degraded:
+            # One model's trouble is not the daemon's: it still serves the others (200).
+            body["status"] = "degraded"
+            body["reason"] = "; ".join(f"model {n!r} {r}" for n, r in degraded.items())
+            body["degraded"] = degraded
+        ok = body["status"] in ("ok", "degraded")
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(self) -> Response:
         return Response(
@@ -351,6 +371,94 @@ class _Api:
             yield _sse(_error_body(f"generation failed: {exc}", "server_error", None, None))
 
 
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERROR_STATUSES = {
+    "400": "Invalid parameters (the message names the parameter and the fix).",
+    "401": "Missing or wrong API key.",
+    "403": "A browser page of another origin.",
+    "404": "Unknown model (or no such path).",
+    "409": "Superseded by a newer request of the same conversation.",
+    "413": "The body is larger than server.max_body_bytes.",
+    "415": "The body is not sent as application/json.",
+    "500": "The model could not be loaded.",
+    "503": "The queue is full, the daemon is stopping, or the model's runner crashed or failed.",
+    "504": "The request waited in the queue past its deadline.",
+}
+_REPLY_SCHEMA = {"type": "object", "required": ["id", "object", "choices"]}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {
+        code: {
+            "description": _ERROR_STATUSES[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for code in codes
+    }
+
+
+def _body_route(model: type[_Body]) -> dict[str, Any]:
+    """What FastAPI cannot see of a route that reads its body itself (for the size and media
+    type guards): the body's schema, and the responses."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The completion; with stream = true, server-sent events.",
+                "content": {
+                    "application/json": {"schema": _REPLY_SCHEMA},
+                    # Each event, as an SSE parser sees it: a JSON chunk or [DONE] in data.
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["data"],
+                            "properties": {"data": {"type": "string"}},
+                        }
+                    },
+                },
+            },
+            **_errors("400", "401", "403", "404", "409", "413", "415", "500", "503", "504"),
+        },
+    }
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the request bodies' schemas from ``_schemas``."""
+    if app.openapi_schema is None:
+        doc = app.openapi()
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas["Error"] = _ERROR_SCHEMA
+        for model in (ChatCompletionBody, CompletionBody):
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
+        # A POST's 422 is FastAPI's guess; these routes answer 400 for bad bodies.
+        for methods in doc.get("paths", {}).values():
+            for operation in methods.values():
+                operation.get("responses", {}).pop("422", None)
+    return app.openapi_schema or {}
+
+
 def add_mount(app: FastAPI, mount: Mount) -> None:
     """Serve another ASGI app (a bridge's page) under ``mount.path``, behind the Host and
     Origin checks; may be called while serving. Its own access rules are its business."""
@@ -393,19 +501,35 @@ def create_app(
     api = _Api(daemon)
 
     async def openapi() -> dict[str, Any]:
-        return app.openapi()
+        return _openapi(app)
 
-    app.add_api_route("/health", api.health, methods=["GET"])
+    health_responses = {
+        "200": {"description": "Serving (status ok, or degraded: a model's runner is down)."},
+        "503": {"description": "Loading, stopping, or a model asked for at start-up failed."},
+    }
+    app.add_api_route(
+        "/health", api.health, methods=["GET"], openapi_extra={"responses": health_responses}
+    )
     guarded = APIRouter(dependencies=[Depends(KeyCheck(server))])
     guarded.add_api_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
     guarded.add_api_route(
         "/metrics", api.metrics, methods=["GET"], response_class=PlainTextResponse
     )
     guarded.add_api_route("/v1/models", api.list_models, methods=["GET"])
-    guarded.add_api_route("/v1/chat/completions", api.chat, methods=["POST"])
-    guarded.add_api_route("/v1/completions", api.complete, methods=["POST"])
     guarded.add_api_route(
-        "/v1/conversations/{conversation:path}", api.drop_conversation, methods=["DELETE"]
+        "/v1/chat/completions",
+        api.chat,
+        methods=["POST"],
+        openapi_extra=_body_route(ChatCompletionBody),
+    )
+    guarded.add_api_route(
+        "/v1/completions", api.complete, methods=["POST"], openapi_extra=_body_route(CompletionBody)
+    )
+    guarded.add_api_route(
+        "/v1/conversations/{conversation:path}",
+        api.drop_conversation,
+        methods=["DELETE"],
+        openapi_extra={"responses": _errors("400", "401", "403", "404")},
     )
     app.include_router(guarded)
     board = dashboard or Dashboard(daemon)

@@ -15,6 +15,7 @@ from models import Catalog, ModelManifest
 from ._engine import Engine, Loader
 from ._manager import ModelManager
 from ._metrics import Metrics
+from ._runner import RunnerBook, RunnerLoader, RunnerSettings
 from ._service import CompletionService
 from .settings import Settings
 
@@ -24,17 +25,14 @@ log = structlog.get_logger("personad.daemon")
 
 
 def _default_loader(manifest: ModelManifest, settings: Settings | None = None) -> Engine:
+    """The model inside this process (``runner.enabled = false``, for debugging)."""
     # Imported lazily: `models list` and friends never load llama.cpp.
-    from .engine import KVSettings, LlamaModel
+    from .engine import LlamaModel
+    from .engine.worker import build_engine
 
     if settings is None:
         return LlamaModel(manifest)
-    kv = KVSettings(
-        settings.data_dir / "kv",
-        settings.models.kv_cache_ram_bytes,
-        settings.models.kv_cache_disk_bytes,
-    )
-    return LlamaModel(manifest, kv)
+    return build_engine(manifest, settings.models, settings.data_dir)
 
 
 class Daemon:
@@ -47,18 +45,27 @@ class Daemon:
         catalog: Catalog | None = None,
         clock: Callable[[], float] = time.monotonic,
         loader: Loader | None = None,
+        runner: RunnerSettings | None = None,
     ) -> None:
         self.settings = settings
         cfg = settings.models
         self.catalog = catalog or Catalog.load(cfg.dir, include_demo=cfg.include_demo)
         self.metrics = Metrics()
+        self.runner_settings = runner or settings.runner
+        self.runners = RunnerBook()
+        self.metrics.watch_runners(self.runners.snapshot)
+        if loader is None:
+            if self.runner_settings.enabled:
+                loader = RunnerLoader(cfg, settings.data_dir, self.runner_settings, self.runners)
+            else:
+                loader = functools.partial(_default_loader, settings=settings)
         self.manager = ModelManager(
             self.catalog,
             max_loaded=cfg.max_loaded_models,
             keep_alive=cfg.keep_alive,
             queue_size=cfg.queue_size,
             metrics=self.metrics,
-            loader=loader or functools.partial(_default_loader, settings=settings),
+            loader=loader,
             clock=clock,
             kv_dir=settings.data_dir / "kv",
         )
@@ -102,6 +109,32 @@ class Daemon:
         for name in [n for n in self.preload_failures if n in self.manager.loaded]:
             del self.preload_failures[name]
         return dict(self.preload_failures)
+
+    def supervisor_alive(self) -> bool:
+        """Whether every runner answers its probes or is being restarted: what may feed
+        systemd's watchdog (a runner stuck past its kill deadline stops it)."""
+        # Runners wait in real time, whatever clock the queue is given.
+        return self.runners.alive(time.monotonic())
+
+    def degraded(self) -> dict[str, str]:
+        """Models whose runner is restarting, stuck or failed, with the reason."""
+        out = {}
+        for name, status in self.runners.snapshot().items():
+            if status.degraded:
+                what: str = status.state
+                if status.stuck_since is not None:
+                    what = "unresponsive"
+                out[name] = f"{what}: {status.reason or 'the liveness probe is overdue'}"
+        return out
+
+    async def reload_failed(self) -> list[str]:
+        """Unload every model whose runner failed, so that the next request loads it again
+        (what SIGHUP does); the names."""
+        failed = [n for n, s in self.runners.snapshot().items() if s.state == "failed"]
+        for name in failed:
+            if name in self.manager.loaded:
+                await self.manager.unload(name, reason="reload")
+        return failed
 
     async def wait_preloaded(self) -> None:
         """Wait until the preload has finished (successfully or not)."""

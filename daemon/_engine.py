@@ -30,6 +30,11 @@ class Engine(Protocol):
     :meth:`drop_conversation`, :meth:`kv_bytes` and :meth:`kv_discarded` may be called from the
     event loop at any time: guard whatever they share with :meth:`generate`.
 
+    Batching (optional): an engine with an int attribute ``parallel`` greater than 1 gets up to
+    that many :meth:`generate` calls at once, each on a thread of its own, and decodes them
+    together (``LlamaModel`` with ``models.parallel`` slots does, see docs/batching.md). The
+    queue still decides which requests run: a request waits for a free slot in priority order.
+
     Errors: raise :class:`daemon.errors.InvalidRequest` for a request the model cannot serve
     (no chat template, say): the client gets a 400 naming it. Any other exception from
     :meth:`generate` ends the request with a 500 (or an SSE error event once streaming).

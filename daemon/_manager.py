@@ -47,7 +47,7 @@ class ModelSlot:
     @property
     def busy(self) -> bool:
         """Whether a request holds or waits for this model."""
-        return self.active > 0 or self.queue.running is not None or self.queue.depth() > 0
+        return self.active > 0 or bool(self.queue.running_jobs) or self.queue.depth() > 0
 
 
 def _drive(job: Job, loop: asyncio.AbstractEventLoop) -> None:
@@ -62,6 +62,12 @@ def _drive(job: Job, loop: asyncio.AbstractEventLoop) -> None:
         loop.call_soon_threadsafe(put, exc)
     finally:
         loop.call_soon_threadsafe(put, None)
+
+
+def _slots_of(model: Engine) -> int:
+    """Requests ``model`` decodes at once: its ``parallel`` attribute, 1 if it has none."""
+    slots = getattr(model, "parallel", 1)
+    return slots if isinstance(slots, int) and slots > 1 else 1
 
 
 class ModelManager:
@@ -92,6 +98,7 @@ class ModelManager:
         self._background: set[asyncio.Task[Any]] = set()
         self.closing = False
         # Where the loader keeps KV state files (data_dir/kv), for models not loaded now.
+        self._drop_counts: Counter[str] = Counter()
         self.kv_dir = kv_dir
         # KV files discarded by models since unloaded: their counts outlive them.
         self._discarded_before: Counter[tuple[str, str]] = Counter()
@@ -142,6 +149,7 @@ class ModelManager:
         ``kv_dir``. Call it when people's words are forgotten, purged or deleted: the state is
         rebuilt from the remaining history on the next reply.
         """
+        self._drop_counts[conversation] += 1
         dropped = 0
         for slot in list(self._slots.values()):
             dropped += slot.model.drop_conversation(conversation)
@@ -149,6 +157,11 @@ class ModelManager:
             dropped += drop_conversation_files(self.kv_dir, conversation)
         log.info("conversation_kv_dropped", states=dropped)
         return dropped
+
+    def drops_of(self, conversation: str) -> int:
+        """How often ``conversation`` was dropped so far (a request compares it at its start
+        and end: a drop while it waited in the queue must not be undone by its saved state)."""
+        return self._drop_counts[conversation]
 
     def queue_depths(self) -> dict[tuple[str, str], int]:
         """Queued requests per (model, priority)."""
@@ -222,11 +235,17 @@ class ModelManager:
             if isinstance(exc, ModelUnavailable):
                 raise
             raise ModelUnavailable(manifest.name, str(exc)) from exc
+        slots = _slots_of(model)
+        if slots > 1:  # one thread per request that runs at once; the engine batches them
+            executor.shutdown(wait=False)
+            executor = ThreadPoolExecutor(
+                max_workers=slots, thread_name_prefix=f"model-{manifest.name}"
+            )
         slot = ModelSlot(
             name=manifest.name,
             manifest=manifest,
             model=model,
-            queue=RequestQueue(manifest.name, self.queue_size, self.clock),
+            queue=RequestQueue(manifest.name, self.queue_size, self.clock, slots),
             executor=executor,
             last_used=self.clock(),
         )
@@ -236,23 +255,42 @@ class ModelManager:
         return slot
 
     async def _work(self, slot: ModelSlot) -> None:
+        """Take jobs in queue order while the model has a free slot, and run each."""
+        free = asyncio.Semaphore(slot.queue.slots)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await free.acquire()
+                try:
+                    job = await slot.queue.get()
+                except BaseException:
+                    free.release()
+                    raise
+                task = asyncio.create_task(self._run_job(slot, job))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _t: free.release())
+        finally:
+            for task in list(running):
+                task.cancel()
+            for task in list(running):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _run_job(self, slot: ModelSlot, job: Job) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            job = await slot.queue.get()
-            started = self.clock()
-            self.metrics.queue_wait.labels(slot.name, job.priority).observe(
-                started - job.enqueued_at
-            )
-            try:
-                await asyncio.shield(loop.run_in_executor(slot.executor, _drive, job, loop))
-            except asyncio.CancelledError:
-                job.cancel()
-                raise
-            finally:
-                took = self.clock() - started
-                self.metrics.generation_seconds.labels(slot.name).observe(took)
-                slot.queue.done(job, took)
-                slot.queue.drop_expired()
+        started = self.clock()
+        self.metrics.queue_wait.labels(slot.name, job.priority).observe(started - job.enqueued_at)
+        try:
+            await asyncio.shield(loop.run_in_executor(slot.executor, _drive, job, loop))
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+        finally:
+            took = self.clock() - started
+            self.metrics.generation_seconds.labels(slot.name).observe(took)
+            slot.queue.done(job, took)
+            slot.queue.drop_expired()
 
     def release(self, slot: ModelSlot) -> None:
         """Mark one request on ``slot`` as over; with keep_alive 0 an idle model unloads now."""
@@ -275,8 +313,8 @@ class ModelManager:
         for reason, n in self._discards(slot).items():  # before a scrape can miss them
             self._discarded_before[(name, reason)] += n
         slot.queue.cancel_all(ModelUnavailable(name, "the model was unloaded"))
-        if slot.queue.running is not None:
-            slot.queue.running.cancel()
+        for job in list(slot.queue.running_jobs):
+            job.cancel()
         if slot.worker is not None:
             slot.worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

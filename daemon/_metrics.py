@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -59,6 +60,38 @@ class _StateCollector(Collector):
         for (model, reason), n in sorted(self._kv_discarded().items()):
             discarded.add_metric([model, reason], n)
         return [depth, loaded, kv, discarded]
+
+
+class _RunnerCollector(Collector):
+    """Runner restarts, crashes by kind and liveness, read from the runner book."""
+
+    def __init__(self, runners: Callable[[], Mapping[str, Any]]) -> None:
+        self._runners = runners
+
+    def collect(self) -> Iterable[Metric]:
+        restarts = CounterMetricFamily(
+            "personad_runner_restarts",
+            "Times a model's runner process was restarted after a crash or a failed probe.",
+            labels=["model"],
+        )
+        crashes = CounterMetricFamily(
+            "personad_runner_crashes",
+            "Runner crashes by reason: the signal (SIGKILL, SIGABRT...), exit_N, "
+            "probe_timeout (killed for missing the liveness probe) or load_failed.",
+            labels=["model", "reason"],
+        )
+        up = GaugeMetricFamily(
+            "personad_runner_up",
+            "1 while the model's runner is ready, 0 while it restarts or has failed.",
+            labels=["model", "state"],
+        )
+        for model, status in sorted(self._runners().items()):
+            restarts.add_metric([model], status.restarts)
+            for reason, n in sorted(status.crashes.items()):
+                crashes.add_metric([model, reason], n)
+            if status.state != "stopped":
+                up.add_metric([model, status.state], 1 if status.state == "ready" else 0)
+        return [restarts, crashes, up]
 
 
 class Metrics:
@@ -120,3 +153,7 @@ class Metrics:
     ) -> None:
         """Expose live state (queue depths, loaded models, KV bytes, discards) when scraped."""
         self.registry.register(_StateCollector(depths, loaded, kv_bytes, kv_discarded))
+
+    def watch_runners(self, runners: Callable[[], Mapping[str, Any]]) -> None:
+        """Expose the runners' restarts, crashes and state (a ``RunnerStatus`` per model)."""
+        self.registry.register(_RunnerCollector(runners))

@@ -6,9 +6,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,7 +30,7 @@ from ._systemd import (
 from .errors import ConfigError
 from .settings import Settings, load_settings
 
-__all__ = ["doctor_cmd", "service_app"]
+__all__ = ["Check", "doctor_cmd", "gpu_checks", "service_app"]
 
 service_app = typer.Typer(help="Run personad as a systemd service.", no_args_is_help=True)
 _out = Console()
@@ -130,6 +131,43 @@ def _llama_checks() -> list[Check]:
     ]
 
 
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def gpu_checks(
+    settings: Settings, catalog: Catalog, probe: Callable[[], Sequence[Any]] | None = None
+) -> list[Check]:
+    """The devices llama.cpp sees, and per model its slots' KV cache and planned offload."""
+    try:
+        from .engine import EngineOptions, model_shape, plan_offload, probe_devices
+    except ImportError:
+        return []  # _llama_checks already says how to fix the installation
+    devices = list((probe or probe_devices)())
+    found = ", ".join(
+        f"{d.name} [{d.kind}] ({d.description}; {_gib(d.free)} free of {_gib(d.total)})"
+        for d in devices
+    )
+    checks = [Check(True, f"devices: {found or 'none reported'}")]
+    base = EngineOptions.from_settings(settings.models)
+    for entry in catalog.entries():
+        if entry.manifest is None or entry.info is None or entry.context_length is None:
+            continue
+        opts = base.for_manifest(entry.manifest)
+        shape = model_shape(entry.info.metadata, entry.info.size_bytes)
+        tokens = entry.context_length * opts.parallel
+        plan = plan_offload(shape, devices, kv_tokens=tokens, requested=opts.n_gpu_layers)
+        kv = shape.kv_bytes_per_token_layer * shape.n_layer * tokens
+        checks.append(
+            Check(
+                True,
+                f"model {entry.name}: {opts.parallel} slots x {entry.context_length} tokens "
+                f"= {kv / (1 << 20):.0f} MiB KV cache; offload {plan.describe()}",
+            )
+        )
+    return checks
+
+
 def _port_check(settings: Settings) -> Check:
     host, port = settings.server.host, settings.server.port
     try:
@@ -207,13 +245,15 @@ def doctor_cmd(config: Config = None) -> None:
         settings = Settings.model_validate({})
     checks += _llama_checks()
     cfg = settings.models
-    for entry in Catalog.load(cfg.dir, include_demo=cfg.include_demo).entries():
+    catalog = Catalog.load(cfg.dir, include_demo=cfg.include_demo)
+    for entry in catalog.entries():
         if entry.error is None:
             checks.append(Check(True, f"model {entry.name}: readable"))
         else:
             checks.append(
                 Check(False, f"model {entry.name}: {entry.error}", "fix or remove its manifest")
             )
+    checks += gpu_checks(settings, catalog)
     checks += [
         _port_check(settings),
         *_token_checks(settings),

@@ -70,16 +70,25 @@ class Job:
 class RequestQueue:
     """Bounded, two priorities, FIFO within each; ``clock`` is injected (monotonic seconds)."""
 
-    def __init__(self, model: str, max_size: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, model: str, max_size: int, clock: Callable[[], float], slots: int = 1
+    ) -> None:
         self.model = model
+        self.slots = slots
         self.max_size = max_size
         self._clock = clock
         self._heap: list[tuple[int, int, Job]] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
-        self.running: Job | None = None
+        # Jobs the worker runs now: one, or up to the model's slots with batching.
+        self.running_jobs: list[Job] = []
         # Mean seconds a job holds the worker, for Retry-After.
         self._service_time = 5.0
+
+    @property
+    def running(self) -> Job | None:
+        """The oldest running job, if any."""
+        return self.running_jobs[0] if self.running_jobs else None
 
     def depth(self, priority: Priority | None = None) -> int:
         """Queued (not running) live jobs, of one priority or all."""
@@ -90,8 +99,12 @@ class RequestQueue:
         )
 
     def retry_after(self) -> float:
-        """Seconds a rejected client should wait: the queue's expected drain time, at least 1."""
-        return float(max(1, math.ceil(self._service_time * (self.depth() + 1))))
+        """Seconds a rejected client should wait: the queue's expected drain time, at least 1.
+
+        With several slots the queue drains that many jobs at a time.
+        """
+        rounds = math.ceil((self.depth() + 1) / self.slots)
+        return float(max(1, math.ceil(self._service_time * rounds)))
 
     def put(self, job: Job) -> None:
         """Enqueue ``job`` or raise :class:`QueueFull`."""
@@ -107,9 +120,11 @@ class RequestQueue:
             for _, _, job in self._heap
             if job is not newer and job.conversation == conversation and job.state == "queued"
         ]
-        running = self.running
-        if running is not None and running is not newer and running.conversation == conversation:
-            victims.append(running)
+        victims += [
+            job
+            for job in self.running_jobs
+            if job is not newer and job.conversation == conversation
+        ]
         for job in victims:
             job.cancel(Superseded(conversation))
         return victims
@@ -130,7 +145,7 @@ class RequestQueue:
                     job.cancel(QueueTimeout(self.model, now - job.enqueued_at, job.priority))
                     continue
                 job.state = "running"
-                self.running = job
+                self.running_jobs.append(job)
                 if not job.started.done():
                     job.started.set_result(None)
                 return job
@@ -141,8 +156,8 @@ class RequestQueue:
         """Record that the running ``job`` has released the worker after ``seconds``."""
         if job.state == "running":
             job.state = "finished"
-        if self.running is job:
-            self.running = None
+        if job in self.running_jobs:
+            self.running_jobs.remove(job)
         self._service_time = 0.8 * self._service_time + 0.2 * seconds
 
     def drop_expired(self) -> None:

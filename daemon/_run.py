@@ -145,6 +145,9 @@ def _status(served: Served | None, host: PersonaHost) -> str:
     return "; ".join(parts)
 
 
+_reloads: set[asyncio.Future[list[str]]] = set()
+
+
 def _reload(settings: Settings, served: Served | None, host: PersonaHost) -> None:
     """SIGHUP: re-read model and persona manifests; connections stay up."""
     daemon = served.daemon if served is not None else None
@@ -153,6 +156,9 @@ def _reload(settings: Settings, served: Served | None, host: PersonaHost) -> Non
         catalog = Catalog.load(cfg.dir, include_demo=cfg.include_demo)
         daemon.catalog = catalog
         daemon.manager.catalog = catalog
+        # A model that failed for good (its runner kept crashing) gets another chance.
+        _reloads.add(task := asyncio.ensure_future(daemon.reload_failed()))
+        task.add_done_callback(_reloads.discard)
     host.reload(load_personas(settings.run.personas_dir, settings.run.personas))
     log.info(
         "manifests_reloaded",
@@ -174,7 +180,10 @@ async def _until_stopped(
         loop.add_signal_handler(signal.SIGHUP, _reload, settings, served, host)
     notifier.notify(READY=1, STATUS=_status(served, host))
     log.info("ready", personas=[e.name for e in host.engines], bridges=settings.run.bridges)
-    watchdog = asyncio.ensure_future(notifier.watchdog(lambda: _status(served, host)))
+    # The watchdog is fed only while the daemon's supervisor does its work: a runner that
+    # cannot be killed stops it, and systemd restarts the service.
+    alive = served.daemon.supervisor_alive if served is not None else None
+    watchdog = asyncio.ensure_future(notifier.watchdog(lambda: _status(served, host), alive))
     waits = [asyncio.ensure_future(host.wait_closed()), asyncio.ensure_future(stop.wait())]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for w in waits:

@@ -133,18 +133,39 @@ def restrict_umask() -> None:
     os.umask(0o077)
 
 
+# What personad keeps in data_dir: its database (and backups), log, KV states, invites, and
+# the folders bridges keep their logins in (data_dir/<bridge>). Nothing else is touched, in
+# case data_dir is shared with other files.
+_OURS = (
+    "personad.db*",
+    "personad.log*",
+    "kv",
+    "web-invites.db*",
+    "console",
+    "discord",
+    "web",
+    "matrix",
+)
+
+
 def secure_data_dir(data_dir: Path) -> None:
-    """Create ``data_dir`` (0700) and take group and other access away from everything in it.
+    """Create ``data_dir`` (0700) and take group and other access away from personad's own
+    files in it (its database, log, KV states, bridges' folders), not from anything else.
 
     Files the process creates later are owner-only through the umask the commands set.
     """
     data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     _tighten(data_dir)
-    for root, dirs, files in os.walk(data_dir):
-        for name in (*dirs, *files):
-            path = Path(root, name)
-            if not path.is_symlink():
-                _tighten(path)
+    for entry in data_dir.iterdir():
+        if entry.is_symlink() or not any(entry.match(p) for p in _OURS):
+            continue
+        _tighten(entry)
+        if entry.is_dir():
+            for root, dirs, files in os.walk(entry):
+                for name in (*dirs, *files):
+                    path = Path(root, name)
+                    if not path.is_symlink():
+                        _tighten(path)
 
 
 @dataclass

@@ -148,9 +148,27 @@ class CompletionService:
         params: GenerationParams,
         conversation: str | None,
         adapter: str | None,
+        drops: int,
         cancel: threading.Event,
     ) -> Iterator[Piece]:
         """The job's work, on the worker thread; counts tokens even if nobody reads the end."""
+        try:
+            yield from self._pieces(slot, prompt, params, conversation, adapter, cancel)
+        finally:
+            if conversation is not None and self.manager.drops_of(conversation) != drops:
+                # Forgotten while this request waited: its prompt held the forgotten words,
+                # and the state it just saved must go too.
+                slot.model.drop_conversation(conversation)
+
+    def _pieces(
+        self,
+        slot: ModelSlot,
+        prompt: Prompt,
+        params: GenerationParams,
+        conversation: str | None,
+        adapter: str | None,
+        cancel: threading.Event,
+    ) -> Iterator[Piece]:
         m = self.metrics
         pieces = slot.model.generate(
             prompt, params, cancel, conversation=conversation, adapter=adapter
@@ -196,6 +214,7 @@ class CompletionService:
                     request.params,
                     request.conversation,
                     request.adapter,
+                    self.manager.drops_of(request.conversation) if request.conversation else 0,
                 ),
             )
             if request.supersede and request.conversation is not None:

@@ -68,19 +68,26 @@ class Notifier:
         except OSError as exc:
             log.warning("sd_notify_failed", error=str(exc))
 
-    async def watchdog(self, status: Callable[[], str]) -> None:
-        """Ping WATCHDOG=1 from the event loop at half the interval (with a fresh STATUS).
+    async def watchdog(
+        self, status: Callable[[], str], alive: Callable[[], bool] | None = None
+    ) -> None:
+        """Ping WATCHDOG=1 from the event loop at half the interval (with a fresh STATUS),
+        but only while ``alive()`` says the supervisor does its work.
 
         Being a coroutine is the point: if the loop is blocked, the pings stop and systemd
-        restarts the service.
+        restarts the service. ``alive`` (the daemon's ``supervisor_alive``) stops them too
+        while a stuck model runner waits to be killed; they resume, within a second, once
+        it is. A runner that cannot be killed thus restarts the service after WatchdogSec.
         """
         interval = (self.watchdog_usec or 0) / 2e6
         while True:
+            ok = alive is None or alive()
             fields: dict[str, str | int] = {"STATUS": status()}
-            if interval:
+            if interval and ok:
                 fields["WATCHDOG"] = 1
             self.notify(**fields)
-            await asyncio.sleep(interval or 5.0)
+            pause = interval or 5.0
+            await asyncio.sleep(pause if ok else min(pause, 1.0))
 
     def close(self) -> None:
         """Close the socket."""

@@ -18,6 +18,8 @@
         ├── Superseded                       409: a newer request for the conversation won
         ├── ModelUnavailable(RuntimeError)   500: the model file could not be loaded
         ├── QueueFull                        503: the queue is at its bound (Retry-After)
+        ├── RunnerCrashed                    503: the model's runner died during the request
+        ├── ModelFailed                      503: the model's runner keeps crashing
         ├── ShuttingDown                     503: the daemon is stopping
         └── QueueTimeout(TimeoutError)       504: the queue deadline passed before it ran
 
@@ -35,6 +37,7 @@ __all__ = [
     "ForeignOrigin",
     "HostNotAllowed",
     "InvalidRequest",
+    "ModelFailed",
     "ModelNotFound",
     "ModelUnavailable",
     "PayloadTooLarge",
@@ -44,6 +47,7 @@ __all__ = [
     "QueueFull",
     "QueueTimeout",
     "RequestError",
+    "RunnerCrashed",
     "ShuttingDown",
     "Superseded",
     "Unauthorized",
@@ -278,6 +282,40 @@ class QueueFull(RequestError):
         super().__init__(
             f"the queue for {model!r} is full ({size} requests); retry after "
             f"{retry_after:.0f} s or raise models.queue_size"
+        )
+
+
+class RunnerCrashed(RequestError):
+    """The process running the model died while it served this request; it is restarted."""
+
+    status = 503
+    error_type = "server_error"
+    code = "runner_crashed"
+    retry_after = 1.0
+
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.reason = reason
+        super().__init__(
+            f"the runner of model {model!r} stopped during this request ({reason}); it is "
+            "being restarted, retry the request"
+        )
+
+
+class ModelFailed(RequestError):
+    """The model's runner crashed again after every restart; the model is off until reloaded."""
+
+    status = 503
+    error_type = "server_error"
+    code = "model_failed"
+
+    def __init__(self, model: str, restarts: int, reason: str) -> None:
+        self.model = model
+        self.restarts = restarts
+        self.reason = reason
+        super().__init__(
+            f"model {model!r} failed: its runner crashed after {restarts} restarts (last: "
+            f"{reason}); it is loaded again once unloaded (keep_alive) or on a reload (SIGHUP)"
         )
 
 

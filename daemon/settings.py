@@ -37,6 +37,7 @@ __all__ = [
     "LogSettings",
     "ModelsSettings",
     "RunSettings",
+    "RunnerSettings",
     "ServerSettings",
     "Settings",
     "default_config_path",
@@ -132,12 +133,13 @@ class ModelsSettings(BaseModel):
         4 << 30, ge=0, description="Per-model disk for KV states in data_dir/kv (LRU)."
     )
     parallel: int = Field(
-        4,
+        1,
         ge=1,
         le=64,
         description="Conversations one model decodes at once (continuous batching); each slot "
         "holds a live KV cache of the model's context, so memory grows with slots x context. "
-        "1 decodes one request at a time.",
+        "1 (the default for now: with more slots a conversation's first follow-up can miss "
+        "its cached state) decodes one request at a time.",
     )
     flash_attn: bool = Field(
         True,
@@ -214,6 +216,53 @@ class LogSettings(BaseModel):
     )
 
 
+class RunnerSettings(BaseModel):
+    """How each model's runner process is started, watched and restarted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True,
+        description="Run each loaded model in a process of its own, so that llama.cpp aborting "
+        "or hanging takes down that model only; false loads models inside the daemon "
+        "(debugging).",
+    )
+    probe_interval: float = Field(
+        30.0, gt=0, description="Seconds between liveness probes (a one-token generation)."
+    )
+    probe_deadline: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a probe may take before the runner is killed and restarted; a "
+        "model decoding one request at a time must evaluate its longest prompt chunk within it.",
+    )
+    kill_deadline: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds to kill a stuck runner; past them systemd's watchdog is no longer "
+        "fed (keep probe_deadline + kill_deadline below half of WatchdogSec).",
+    )
+    backoff: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0],
+        min_length=1,
+        description="Seconds before each restart after a crash; when the last restart fails "
+        "too, the model is 'failed' until it is loaded again.",
+    )
+    stable_after: float = Field(
+        300.0,
+        ge=0,
+        description="A runner that ran this long before crashing starts the backoff afresh.",
+    )
+    load_timeout: float = Field(
+        900.0, gt=0, description="Seconds a runner may take to load its model."
+    )
+    factory: str = Field(
+        "daemon.engine.worker:build_engine",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'module:function' the runner calls to build the engine (tests inject one).",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable. Sources, strongest first: arguments, environment, secrets, TOML."""
 
@@ -228,6 +277,9 @@ class Settings(BaseSettings):
     models: ModelsSettings = Field(default_factory=ModelsSettings, description="Models.")
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
     run: RunSettings = Field(default_factory=RunSettings, description="personad run.")
+    runner: RunnerSettings = Field(
+        default_factory=RunnerSettings, description="Runner processes (one per loaded model)."
+    )
     bridges: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Options per bridge, e.g. [bridges.console]."
     )

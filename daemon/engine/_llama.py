@@ -13,9 +13,9 @@ import ctypes
 import random
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import llama_cpp
 import numpy as np
@@ -27,13 +27,17 @@ from models import DEFAULT_CONTEXT, ModelManifest, read_gguf_info, served_contex
 
 from .._types import GenerationParams, Piece, Prompt
 from ..errors import InvalidRequest, ModelUnavailable
+from ..settings import ModelsSettings
+from ._batch import Batcher, BatchRequest, Trace, stop_holdback
 from ._chat import ControlToken, mark_messages, partition, split_marked, tokenize_parts
+from ._devices import DeviceProbe, model_shape, plan_offload, probe_devices
 from ._kvcache import KVCache, SavedState, common_prefix, file_identity, identity_of
 
 log = structlog.get_logger("personad.engine")
 
 __all__ = [
     "DEFAULT_CONTEXT",
+    "EngineOptions",
     "KVSettings",
     "LlamaModel",
     "build_info",
@@ -50,15 +54,45 @@ def build_info() -> dict[str, Any]:
     }
 
 
-def _stop_holdback(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that could still grow into a stop string."""
-    best = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:n]):
-                best = n
-                break
-    return best
+@dataclass(frozen=True)
+class EngineOptions:
+    """How a model runs; [models] settings, overridden by what a manifest sets explicitly.
+
+    The defaults were measured on a 2-core CPU with the demo model (``bench/defaults.py``);
+    ``None`` threads mean llama-cpp-python's choice (half the cores for decoding, all for
+    batches).
+    """
+
+    flash_attn: bool = True
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    # Sequences decoded together (slots); 1 keeps the single-sequence path.
+    parallel: int = 1
+    n_gpu_layers: int | Literal["auto"] = "auto"
+    # Most prompt tokens a newcomer evaluates per step while others are decoding.
+    prefill_chunk: int = 256
+
+    @classmethod
+    def from_settings(cls, models: ModelsSettings) -> EngineOptions:
+        """The options the [models] settings give."""
+        return cls(
+            flash_attn=models.flash_attn,
+            n_threads=models.n_threads,
+            n_threads_batch=models.n_threads_batch,
+            parallel=models.parallel,
+            n_gpu_layers=models.n_gpu_layers,
+            prefill_chunk=models.prefill_chunk,
+        )
+
+    def for_manifest(self, manifest: ModelManifest) -> EngineOptions:
+        """These options with the manifest's explicitly set fields taking precedence."""
+        given = manifest.model_fields_set
+        return replace(
+            self,
+            flash_attn=manifest.flash_attn if "flash_attn" in given else self.flash_attn,
+            n_threads=manifest.n_threads if "n_threads" in given else self.n_threads,
+            n_gpu_layers=manifest.n_gpu_layers if "n_gpu_layers" in given else self.n_gpu_layers,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,22 +109,45 @@ class KVSettings:
 class LlamaModel:
     """One loaded GGUF model with its context. Not thread-safe: use from one worker thread."""
 
-    def __init__(self, manifest: ModelManifest, kv: KVSettings | None = None) -> None:
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        kv: KVSettings | None = None,
+        options: EngineOptions | None = None,
+        *,
+        probe: DeviceProbe = probe_devices,
+        trace: Trace | None = None,
+    ) -> None:
         self.manifest = manifest
+        opts = (options or EngineOptions()).for_manifest(manifest)
+        self.options = opts
         info = read_gguf_info(manifest.path)
         # One rule with `personad models list`, which shows the same number without loading.
         n_ctx = served_context(manifest, info.context_length)
+        self.parallel = max(1, opts.parallel)
+        self.offload = plan_offload(
+            model_shape(info.metadata, info.size_bytes),
+            probe() if opts.n_gpu_layers == "auto" else (),
+            kv_tokens=n_ctx * self.parallel,
+            requested=opts.n_gpu_layers,
+        )
         kwargs: dict[str, Any] = {
             "model_path": str(manifest.path),
             "n_ctx": n_ctx,
             "n_batch": min(manifest.n_batch, n_ctx),
-            "n_gpu_layers": manifest.n_gpu_layers,
+            "n_gpu_layers": self.offload.layers,
             "main_gpu": manifest.main_gpu,
-            "flash_attn": manifest.flash_attn,
+            "flash_attn": opts.flash_attn,
             "verbose": False,
         }
-        if manifest.n_threads is not None:
-            kwargs["n_threads"] = manifest.n_threads
+        if opts.n_threads is not None:
+            kwargs["n_threads"] = opts.n_threads
+        if opts.n_threads_batch is not None:
+            kwargs["n_threads_batch"] = opts.n_threads_batch
+        if self.parallel > 1:
+            # The batcher brings its own context with one sequence per slot; the Llama object
+            # is kept for its model and tokenizer, with a token context of its own.
+            kwargs["n_ctx"] = kwargs["n_batch"] = 256
         if manifest.adapter is not None:
             kwargs["lora_path"] = str(manifest.adapter)
             kwargs["lora_scale"] = manifest.adapter_scale
@@ -100,7 +157,7 @@ class LlamaModel:
             raise ModelUnavailable(manifest.name, str(exc)) from exc
         # llama.cpp may pad the context (to 256), but llama-cpp-python sizes its token buffer
         # by the requested value: the smaller of the two is the real limit.
-        self.n_ctx: int = min(n_ctx, self._llm.n_ctx())
+        self.n_ctx: int = n_ctx if self.parallel > 1 else min(n_ctx, self._llm.n_ctx())
         # Adapters a request can switch to (the base model's weights are shared).
         self._adapters: dict[str, Any] = {}
         for name, path in manifest.adapters.items():
@@ -135,6 +192,67 @@ class LlamaModel:
                 bos_token=vocab.token_get_text(bos) if bos != -1 else "",
             )
         self._controls = self._control_tokens() if self._formatter is not None else []
+        self._bctx: Any = None
+        self._batch_adapter: str | None = None
+        self._batcher: Batcher | None = None
+        if self.parallel > 1:
+            self._start_batcher(n_ctx, min(manifest.n_batch, n_ctx), trace)
+
+    def _start_batcher(self, n_ctx: int, n_batch: int, trace: Trace | None) -> None:
+        """A context with one sequence per slot, and the step loop that decodes them."""
+        base = self._llm.context_params
+        params = type(base).from_buffer_copy(base)
+        params.n_ctx = n_ctx * self.parallel
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = self.parallel
+        # One KV buffer shared by the slots (each request is still held to n_ctx): with a
+        # buffer per slot, llama.cpp splits a batch whose sequence ids are not consecutive
+        # into one micro-batch per sequence, and batching gains nothing.
+        params.kv_unified = True
+        self._bctx = llama_cpp.llama_init_from_model(self._llm._model.model, params)
+        if self._bctx is None:
+            raise ModelUnavailable(
+                self.manifest.name,
+                f"no memory for {self.parallel} slots of {n_ctx} tokens; lower models.parallel",
+            )
+        self._batch_adapter = None
+        if self._llm._lora_adapter is not None:  # the manifest's own adapter is the base
+            self._set_adapters(self._bctx, self._llm._lora_adapter, self.manifest.adapter_scale)
+        self._batcher = Batcher(
+            self._bctx,
+            vocab=self._llm._model.vocab,
+            n_vocab=self._llm.n_vocab(),
+            n_ctx=n_ctx,
+            parallel=self.parallel,
+            n_batch=n_batch,
+            prefill_chunk=self.options.prefill_chunk,
+            detokenize=self._llm.detokenize,
+            set_adapter=self._use_batch_adapter,
+            kv=self.kv,
+            min_gain=self._kv_settings.min_gain if self._kv_settings is not None else 16,
+            trace=trace,
+        )
+
+    @staticmethod
+    def _set_adapters(ctx: Any, handle: Any, scale: float) -> None:
+        if handle is None:
+            llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+            return
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+        scales = (ctypes.c_float * 1)(scale)
+        llama_cpp.llama_set_adapters_lora(ctx, handles, 1, scales)
+
+    def _use_batch_adapter(self, name: str | None) -> None:
+        """Switch the batch context's adapter (on the batcher's thread, between steps)."""
+        if name == self._batch_adapter:
+            return
+        if name is None:
+            base = self._llm._lora_adapter
+            self._set_adapters(self._bctx, base, self.manifest.adapter_scale)
+        else:
+            self._set_adapters(self._bctx, self._adapters[name], 1.0)
+        self._batch_adapter = name
 
     def _control_tokens(self) -> list[ControlToken]:
         """The tokens special parsing recognises, longest text first (llama.cpp's order)."""
@@ -318,6 +436,20 @@ class LlamaModel:
         drops = (
             self.kv.drops(conversation) if self.kv is not None and conversation is not None else 0
         )
+        if self._batcher is not None:
+            request = BatchRequest(
+                tokens=list(prompt.tokens),
+                params=params,
+                stops=tuple(s for s in (*params.stop, *prompt.stop) if s),
+                cancel=cancel,
+                conversation=conversation,
+                adapter=adapter,
+                drops=drops,
+                tag=conversation,
+            )
+            self._batcher.submit(request)
+            yield from request.pieces()
+            return
         cached, from_store = self._prepare(prompt.tokens, conversation, adapter)
         room = self.n_ctx - len(prompt.tokens)
         limit = room if params.max_tokens is None else min(params.max_tokens, room)
@@ -355,7 +487,7 @@ class LlamaModel:
                     pending = pending[:hit]
                     finish = "stop"
                     break
-                keep = _stop_holdback(pending, stops)
+                keep = stop_holdback(pending, stops)
                 if len(pending) > keep:
                     out, pending = pending[: len(pending) - keep], pending[len(pending) - keep :]
                     yield Piece(out)
@@ -393,6 +525,12 @@ class LlamaModel:
 
     def close(self) -> None:
         """Free the model and context memory now; RAM states go to disk for the next start."""
+        if self._batcher is not None:
+            self._batcher.close()
+            self._batcher = None
+        if self._bctx is not None:
+            llama_cpp.llama_free(self._bctx)
+            self._bctx = None
         if self.kv is not None:
             self.kv.flush()
         self._llm.close()

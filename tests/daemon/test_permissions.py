@@ -80,3 +80,21 @@ def test_a_real_start_leaves_nothing_readable_by_others(tmp_path: Path) -> None:
         str(data / "kv" / "old"): "0o700",
         str(old): "0o600",
     }
+
+
+def test_only_personads_own_files_are_tightened(tmp_path: Path) -> None:
+    """A data_dir shared with other files: personad's are made private, the rest left alone."""
+    from daemon import secure_data_dir
+
+    data = tmp_path / "data"
+    (data / "kv" / "abc").mkdir(parents=True)
+    for name in ("personad.db", "personad.log", "kv/abc/x.kv", "notes.txt"):
+        (data / name).write_text("x")
+        (data / name).chmod(0o644)
+    (data / "photos").mkdir()
+    (data / "photos").chmod(0o755)
+    secure_data_dir(data)
+    for name in ("personad.db", "personad.log", "kv/abc/x.kv"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((data / "notes.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((data / "photos").stat().st_mode) == 0o755

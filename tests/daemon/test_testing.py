@@ -130,3 +130,37 @@ def test_the_official_client_talks_to_a_scripted_daemon(tmp_path: Path, demo_pat
     smol, tiny = loader.engines["smollm2"], loader.engines["tiny"]
     assert smol.calls[0].conversation == "c-1" and smol.dropped == ["c-1"]
     assert tiny.n_ctx == 64 and smol.closed and tiny.closed
+
+
+def test_a_conversation_forgotten_while_its_request_waits_keeps_no_state(tmp_path: Path) -> None:
+    """A drop while a request of that conversation is queued is repeated when it has run, so
+    the state it saves (its prompt held the forgotten words) goes too."""
+    import time
+
+    import httpx
+
+    from ..conftest import make_settings, serve
+
+    gate = threading.Event()
+    loader = scripted_loader(["first reply", "second reply"], gate=gate)
+    with serve(make_settings(tmp_path), loader=loader) as running:
+
+        def post(conversation: str) -> None:
+            body = {"prompt": "hi", "max_tokens": 5, "conversation": conversation}
+            httpx.post(f"{running.url}/v1/completions", json=body, timeout=60)
+
+        busy = threading.Thread(target=post, args=("other",))
+        busy.start()
+        running.wait(lambda h: any(h["running"].values()))
+        queued = threading.Thread(target=post, args=("forgotten",))
+        queued.start()
+        running.wait(lambda h: sum(h["queued"].values()) == 1)
+        httpx.delete(f"{running.url}/v1/conversations/forgotten", timeout=10)
+        gate.set()
+        busy.join(60)
+        queued.join(60)
+        engine = next(iter(loader.engines.values()))
+        deadline = time.monotonic() + 10
+        while engine.dropped.count("forgotten") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert engine.dropped.count("forgotten") == 2

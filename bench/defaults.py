@@ -1,0 +1,112 @@
+"""Measure flash attention and thread counts on this machine, to pick the engine's defaults.
+
+For every combination of flash attention (off/on), ``n_threads`` and ``n_threads_batch``
+(1..cores), a cold request is timed: a ~1,350-token chat never seen before (prompt
+evaluation), then 48 greedy tokens (decoding). The combinations run interleaved, round after
+round, so machine noise spreads over all of them; medians and spread are printed.
+
+    python bench/defaults.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import statistics
+import threading
+import time
+
+from daemon._types import GenerationParams
+from daemon.engine import EngineOptions, LlamaModel
+from models import ModelManifest, demo_model_path
+
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "people",
+    "talk",
+    "about",
+    "hiking",
+    "and",
+    "coffee",
+]
+
+
+def chat(seed: int, n_lines: int = 60) -> list[dict[str, str]]:
+    """A distinct chat of about 1,350 tokens."""
+    msgs = [{"role": "system", "content": f"You are Robin, chatting with friend {seed}."}]
+    for j in range(n_lines):
+        words = [WORDS[(seed * 7 + j * 3 + k) % len(WORDS)] for k in range(16)]
+        msgs.append({"role": "user" if j % 2 == 0 else "assistant", "content": " ".join(words)})
+    msgs.append({"role": "user", "content": f"What do you think, friend {seed}?"})
+    return msgs
+
+
+def run_once(model: LlamaModel, seed: int, n_tokens: int) -> tuple[float, float, int]:
+    """(seconds to first token, decode tok/s, prompt tokens) for one cold request."""
+    prompt = model.chat_prompt(chat(seed))
+    params = GenerationParams(max_tokens=n_tokens, temperature=0.0, stop=("\x00",))
+    start = time.perf_counter()
+    first = None
+    produced = 0
+    for piece in model.generate(prompt, params, threading.Event()):
+        if first is None:
+            first = time.perf_counter()
+        if piece.finish_reason is not None:
+            produced = piece.completion_tokens
+    end = time.perf_counter()
+    assert first is not None
+    return first - start, max(produced - 1, 1) / max(end - first, 1e-9), len(prompt.tokens)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=48)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    threads = sorted({1, cores})
+    combos = list(itertools.product((False, True), threads, threads))
+    manifest = ModelManifest(name="demo", path=demo_model_path(), context_length=4096)
+    models = {
+        c: LlamaModel(
+            manifest,
+            options=EngineOptions(flash_attn=c[0], n_threads=c[1], n_threads_batch=c[2]),
+        )
+        for c in combos
+    }
+    ttft: dict[tuple[bool, int, int], list[float]] = {c: [] for c in combos}
+    rate: dict[tuple[bool, int, int], list[float]] = {c: [] for c in combos}
+    seed = 0
+    n_prompt = 0
+    for r in range(args.rounds + 1):
+        for c in combos:
+            seed += 1  # never the same prompt twice: every request is cold
+            first, tps, n_prompt = run_once(models[c], seed, args.tokens)
+            if r > 0:  # round 0 warms caches and the page cache
+                ttft[c].append(first)
+                rate[c].append(tps)
+    print(f"cores={cores} prompt_tokens={n_prompt} rounds={args.rounds}")
+    print("flash_attn n_threads n_threads_batch | cold TTFT s (median, min-max) | decode tok/s")
+    for c in combos:
+        t, d = ttft[c], rate[c]
+        print(
+            f"{'on ' if c[0] else 'off'}        {c[1]}         {c[2]}               | "
+            f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f})"
+            f"            | {statistics.median(d):.1f} ({min(d):.1f}-{max(d):.1f})"
+        )
+    for model in models.values():
+        model.close()
+
+
+if __name__ == "__main__":
+    main()

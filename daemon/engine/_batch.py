@@ -1,0 +1,426 @@
+"""Continuous batching: many requests of one model decoded together, one ``llama_decode`` a step.
+
+A :class:`Batcher` owns a llama.cpp context with one sequence id per slot and a thread that
+runs the step loop. Each step it
+
+1. admits waiting requests into free slots: the slot's sequence is filled from the
+   conversation's stored KV state (``llama_state_seq_set_data`` into that sequence id) or
+   from what the slot still holds, and trimmed to the prompt's common prefix;
+2. picks one adapter group (LoRA adapters apply to a whole context in llama.cpp, so requests
+   with different adapters take turns, one step each, round robin);
+3. builds one batch: one token for every decoding sequence of that group, then chunks of
+   newcomers' prompts (at most ``prefill_chunk`` tokens each while others decode, so a long
+   prompt does not stall them);
+4. decodes it, samples each sequence that produced logits with its own sampler chain, and
+   hands text to its request; finished sequences save their KV state back to the store and
+   free the slot.
+
+Cancellation, stop strings, logit bias, seeds and limits are per request, as in the
+single-sequence path.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+import numpy as np
+import structlog
+
+from .._types import GenerationParams, Piece
+from ._kvcache import KVCache, SavedState, common_prefix
+
+__all__ = ["BatchRequest", "Batcher", "Trace"]
+
+log = structlog.get_logger("personad.batch")
+
+# (request tag, step index, sampled token, top-two logit margin): for numerics tests.
+Trace = Callable[[object, int, int, float], None]
+# Bias at or beyond +-100 means force/ban (OpenAI); finite, so softmax stays defined.
+_FORCE = 1e9
+_PENALTY_LAST_N = 64
+
+
+def stop_holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could still grow into a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best
+
+
+@dataclass(eq=False)
+class BatchRequest:
+    """One generation as the batcher sees it."""
+
+    tokens: list[int]
+    params: GenerationParams
+    stops: tuple[str, ...]
+    cancel: threading.Event
+    conversation: str | None = None
+    adapter: str | None = None
+    drops: int = 0
+    tag: object = None
+    # Set when the consumer stops reading (the generator was closed).
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    out: queue.SimpleQueue[Piece | BaseException | None] = field(default_factory=queue.SimpleQueue)
+
+    def pieces(self) -> Iterator[Piece]:
+        """What the batcher produces for this request, until it is done."""
+        try:
+            while True:
+                item = self.out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.abandoned.set()
+
+
+@dataclass(eq=False)
+class _Seq:
+    """A request holding a slot."""
+
+    req: BatchRequest
+    seq_id: int
+    sampler: Any
+    limit: int
+    held: list[int]  # tokens whose KV the sequence holds
+    todo: list[int]  # prompt tokens still to evaluate
+    cached: int
+    from_store: bool
+    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+    text: str = ""
+    produced: int = 0
+    row: int = -1  # its logits row in the current batch, -1 if none
+    steps: int = 0
+
+
+class Batcher:
+    """The step loop of one model; ``submit`` from any thread, ``close`` once."""
+
+    def __init__(
+        self,
+        ctx: Any,
+        *,
+        vocab: Any,
+        n_vocab: int,
+        n_ctx: int,
+        parallel: int,
+        n_batch: int,
+        prefill_chunk: int,
+        detokenize: Callable[[list[int]], bytes],
+        set_adapter: Callable[[str | None], None],
+        kv: KVCache | None,
+        min_gain: int,
+        trace: Trace | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._vocab = vocab
+        self._n_vocab = n_vocab
+        self.n_ctx = n_ctx
+        self.parallel = parallel
+        self._n_batch = n_batch
+        self._chunk = max(1, prefill_chunk)
+        self._detokenize = detokenize
+        self._set_adapter = set_adapter
+        self._kv = kv
+        self._min_gain = min_gain
+        self._trace = trace
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._incoming: list[BatchRequest] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._active: list[_Seq] = []
+        # What each slot's sequence holds when free: (adapter, tokens), for live reuse.
+        self._slots: dict[int, tuple[str | None, list[int]]] = {
+            i: (None, []) for i in range(parallel)
+        }
+        self._group_turn = 0
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, req: BatchRequest) -> None:
+        """Queue ``req`` for the next step."""
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the model is being unloaded")
+            self._incoming.append(req)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the loop (running requests end as cancelled) and free the batch."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        llama_cpp.llama_batch_free(self._batch)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closing and not self._incoming and not self._active:
+                    self._cond.wait()
+                if self._closing:
+                    break
+                free = [i for i in self._slots if all(s.seq_id != i for s in self._active)]
+                admit = self._incoming[: len(free)]
+                del self._incoming[: len(admit)]
+            for req in admit:
+                try:
+                    self._admit(req, free)
+                except Exception as exc:  # one bad request fails alone
+                    log.error("batch_admit_failed", error=str(exc))
+                    req.out.put(exc)
+                    req.out.put(None)
+            try:
+                self._step()
+            except Exception as exc:  # a failed decode fails the requests in it, not the loop
+                log.error("batch_step_failed", error=str(exc))
+                for seq in list(self._active):
+                    self._end(seq, exc)
+        for seq in list(self._active):
+            self._finish(seq, "cancelled")
+        with self._cond:
+            for req in self._incoming:
+                req.out.put(RuntimeError("the model was unloaded"))
+                req.out.put(None)
+            self._incoming.clear()
+
+    def _sampler(self, params: GenerationParams, tokens: list[int]) -> Any:
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        add = llama_cpp.llama_sampler_chain_add
+        if params.logit_bias:
+            items = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
+            for item, (token, bias) in zip(items, params.logit_bias.items(), strict=True):
+                item.token = token
+                item.bias = float(np.sign(bias) * _FORCE) if abs(bias) >= 100 else float(bias)
+            add(
+                chain,
+                llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(items), items),
+            )
+        add(
+            chain,
+            llama_cpp.llama_sampler_init_penalties(
+                self._n_vocab,
+                _PENALTY_LAST_N,
+                params.repeat_penalty,
+                params.frequency_penalty,
+                params.presence_penalty,
+            ),
+        )
+        temp = params.temperature
+        if temp <= 0.0:
+            add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            seed = params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+            add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+            add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+            add(chain, llama_cpp.llama_sampler_init_temp(temp))
+            add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        for token in tokens[-_PENALTY_LAST_N:]:  # the penalties look back into the prompt
+            llama_cpp.llama_sampler_accept(chain, token)
+        return chain
+
+    def _place(self, req: BatchRequest, free: list[int]) -> tuple[int, int]:
+        """A free slot for ``req`` (the one already holding most of it) and that prefix."""
+        best = (free[0], -1)
+        for i in free:
+            adapter, held = self._slots[i]
+            n = common_prefix(held, req.tokens) if adapter == req.adapter else 0
+            if n > best[1]:
+                best = (i, n)
+        free.remove(best[0])
+        return best[0], max(best[1], 0)
+
+    def _stored(self, req: BatchRequest) -> tuple[SavedState, int] | None:
+        if self._kv is None:
+            return None
+        scope = f"{req.adapter or ''}\x1f"
+        best: tuple[SavedState, int] | None = None
+        if req.conversation is not None:
+            state = self._kv.get(scope + req.conversation)
+            if state is not None:
+                best = (state, common_prefix(state.tokens, req.tokens))
+        found = self._kv.best_prefix(req.tokens, scope)
+        if found is not None and (best is None or found[1] > best[1]):
+            state = self._kv.get(found[0])
+            if state is not None:
+                best = (state, found[1])
+        return best
+
+    def _admit(self, req: BatchRequest, free: list[int]) -> None:
+        seq_id, live = self._place(req, free)
+        tokens = req.tokens
+        from_store = False
+        keep = live
+        stored = self._stored(req)
+        if stored is not None and stored[1] >= live + self._min_gain:
+            state, n = stored
+            llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+            buf = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+            if llama_cpp.llama_state_seq_set_data(self._ctx, buf, len(state.data), seq_id):
+                keep, from_store = n, True
+            else:
+                log.warning("kv_restore_failed", seq=seq_id)
+                keep = 0
+        keep = min(keep, len(tokens) - 1)  # the last prompt token is evaluated for its logits
+        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, keep, -1)
+        room = self.n_ctx - len(tokens)
+        limit = room if req.params.max_tokens is None else min(req.params.max_tokens, room)
+        seq = _Seq(
+            req=req,
+            seq_id=seq_id,
+            sampler=self._sampler(req.params, tokens),
+            limit=limit,
+            held=list(tokens[:keep]),
+            todo=list(tokens[keep:]),
+            cached=keep,
+            from_store=from_store,
+        )
+        self._slots[seq_id] = (req.adapter, seq.held)
+        self._active.append(seq)
+        if limit <= 0:
+            self._finish(seq, "length")
+
+    def _group(self) -> str | None:
+        groups = sorted({s.req.adapter or "" for s in self._active})
+        self._group_turn = (self._group_turn + 1) % len(groups)
+        name = groups[self._group_turn]
+        return name or None
+
+    def _step(self) -> None:
+        for seq in list(self._active):
+            if seq.req.cancel.is_set() or seq.req.abandoned.is_set():
+                self._finish(seq, "cancelled")
+        if not self._active:
+            return
+        group = self._group()
+        members = [s for s in self._active if s.req.adapter == group]
+        self._set_adapter(group)
+        batch = self._batch
+        n = 0
+        # Decoding sequences feed their last sampled token first; newcomers' prompts fill the
+        # rest, in chunks while anyone is decoding.
+        decoding = [s for s in members if s.steps > 0]
+        chunk = self._chunk if decoding else self._n_batch
+        fed: list[tuple[_Seq, list[int]]] = []
+        newcomers = [s for s in members if s.steps == 0]
+        for seq in sorted(decoding, key=lambda s: s.seq_id) + newcomers:
+            seq.row = -1
+            take = seq.todo[: min(chunk, self._n_batch - n)]
+            if not take:
+                continue
+            for j, token in enumerate(take):
+                batch.token[n] = token
+                batch.pos[n] = len(seq.held) + j
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq.seq_id
+                batch.logits[n] = False
+                n += 1
+            if len(take) == len(seq.todo):  # its prompt is done: sample from the last row
+                batch.logits[n - 1] = True
+                seq.row = n - 1
+            fed.append((seq, take))
+        batch.n_tokens = n
+        if n == 0:
+            return
+        rc = llama_cpp.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed ({rc}): the context is full or invalid")
+        for seq, take in fed:
+            seq.held.extend(take)
+            del seq.todo[: len(take)]
+            if seq.row >= 0:
+                self._sample(seq)
+
+    def _sample(self, seq: _Seq) -> None:
+        if self._trace is not None:
+            logits = llama_cpp.llama_get_logits_ith(self._ctx, seq.row)
+            row = np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).copy()
+            for token, bias in seq.req.params.logit_bias.items():
+                row[token] += np.sign(bias) * np.inf if abs(bias) >= 100 else bias
+            top = np.partition(row, -2)[-2:]
+            margin = float(top[1] - top[0])
+        token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.row))
+        if self._trace is not None:
+            self._trace(seq.req.tag, seq.steps, token, margin)
+        seq.steps += 1
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            self._finish(seq, "stop")
+            return
+        seq.produced += 1
+        seq.text += seq.decoder.decode(self._detokenize([token]))
+        stops = seq.req.stops
+        hit = min((i for s in stops if (i := seq.text.find(s)) >= 0), default=-1)
+        if hit >= 0:
+            seq.text = seq.text[:hit]
+            self._finish(seq, "stop")
+            return
+        keep = stop_holdback(seq.text, stops)
+        if len(seq.text) > keep:
+            cut = len(seq.text) - keep
+            seq.req.out.put(Piece(seq.text[:cut]))
+            seq.text = seq.text[cut:]
+        if seq.produced >= seq.limit:
+            self._finish(seq, "length")
+            return
+        seq.todo.append(token)
+
+    def _save(self, seq: _Seq) -> None:
+        req = seq.req
+        if self._kv is None or req.conversation is None or not seq.held:
+            return
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq.seq_id)
+        buf = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq.seq_id)
+        key = f"{req.adapter or ''}\x1f{req.conversation}"
+        tokens = np.array(seq.held, dtype=np.intc)
+        self._kv.put(SavedState(key, tokens, ctypes.string_at(buf, written)), drops=req.drops)
+
+    def _release(self, seq: _Seq) -> None:
+        self._active.remove(seq)
+        llama_cpp.llama_sampler_free(seq.sampler)
+        self._slots[seq.seq_id] = (seq.req.adapter, seq.held)
+
+    def _finish(self, seq: _Seq, reason: str) -> None:
+        try:
+            self._save(seq)
+        except (OSError, MemoryError) as exc:  # a cache failure never fails a request
+            log.warning("kv_save_failed", error=str(exc))
+        self._release(seq)
+        if reason != "stop":
+            seq.text += seq.decoder.decode(b"", final=True)
+        seq.req.out.put(
+            Piece(
+                seq.text,
+                finish_reason=reason,
+                completion_tokens=seq.produced,
+                cached_tokens=seq.cached,
+                cache_hit=seq.from_store,
+            )
+        )
+        seq.req.out.put(None)
+
+    def _end(self, seq: _Seq, exc: BaseException) -> None:
+        """Fail ``seq``: its sequence is cleared, since a failed decode leaves it unknown."""
+        self._release(seq)
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        self._slots[seq.seq_id] = (None, [])
+        seq.req.out.put(exc)
+        seq.req.out.put(None)
