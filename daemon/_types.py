@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["GenerationParams", "Piece", "Prompt"]
+__all__ = ["GenerationParams", "Piece", "Prompt", "stop_holdback"]
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,14 @@ class Piece:
     # On the last piece: prompt tokens taken from a stored or live KV state, not evaluated.
     cached_tokens: int = 0
     cache_hit: bool = False
+
+
+def stop_holdback(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that could still grow into a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:n]):
+                best = n
+                break
+    return best

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from models import ModelManifest
 
-from ._types import GenerationParams, Piece, Prompt
+from ._types import GenerationParams, Piece, Prompt, stop_holdback
 
 __all__ = ["ScriptedCall", "ScriptedEngine", "ScriptedLoader", "scripted_loader"]
 
@@ -45,17 +45,6 @@ TURN_END = "<|end|>"
 
 def _turn(role: str) -> str:
     return f"<|{role}|>\n"
-
-
-def _stop_holdback(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that could still grow into a stop string."""
-    best = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:n]):
-                best = n
-                break
-    return best
 
 
 def _always_hello(prompt: str) -> str:
@@ -254,7 +243,7 @@ class ScriptedEngine:
             if hit >= 0:
                 pending = pending[:hit]
                 break
-            keep = _stop_holdback(pending, stops)
+            keep = stop_holdback(pending, stops)
             if len(pending) > keep:
                 yield Piece(pending[: len(pending) - keep])
                 pending = pending[len(pending) - keep :]

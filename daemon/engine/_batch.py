@@ -25,7 +25,7 @@ import codecs
 import ctypes
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ import llama_cpp
 import numpy as np
 import structlog
 
-from .._types import GenerationParams, Piece
+from .._types import GenerationParams, Piece, stop_holdback
 from ._kvcache import KVCache, SavedState, common_prefix
 
 __all__ = ["BatchRequest", "Batcher", "Trace"]
@@ -45,17 +45,6 @@ Trace = Callable[[object, int, int, float], None]
 # Bias at or beyond +-100 means force/ban (OpenAI); finite, so softmax stays defined.
 _FORCE = 1e9
 _PENALTY_LAST_N = 64
-
-
-def stop_holdback(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that could still grow into a stop string."""
-    best = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:n]):
-                best = n
-                break
-    return best
 
 
 @dataclass(eq=False)

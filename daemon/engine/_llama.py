@@ -25,10 +25,10 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from models import DEFAULT_CONTEXT, ModelManifest, read_gguf_info, served_context
 
-from .._types import GenerationParams, Piece, Prompt
+from .._types import GenerationParams, Piece, Prompt, stop_holdback
 from ..errors import InvalidRequest, ModelUnavailable
 from ..settings import ModelsSettings
-from ._batch import Batcher, BatchRequest, Trace, stop_holdback
+from ._batch import Batcher, BatchRequest, Trace
 from ._chat import ControlToken, mark_messages, partition, split_marked, tokenize_parts
 from ._devices import DeviceProbe, model_shape, plan_offload, probe_devices
 from ._kvcache import KVCache, SavedState, common_prefix, file_identity, identity_of
