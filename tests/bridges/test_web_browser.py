@@ -36,7 +36,8 @@ ARGS = [
 def browser() -> Iterator[Any]:
     """Headless Chromium from Debian's package (.ci/provision installs it)."""
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed here: run .ci/provision")
+        # The test command provisions it; a missing browser must not pass as a skip.
+        pytest.fail("Debian's chromium is not installed here: run .ci/provision")
     with playwright_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         yield b

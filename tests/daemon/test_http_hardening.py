@@ -23,7 +23,6 @@ import structlog
 import uvicorn
 
 from daemon import Daemon, create_app, load_settings
-from daemon._manager import ModelManager
 from daemon.errors import ConfigError
 from daemon.testing import ScriptedEngine, scripted_loader
 from tests.conftest import NO_EOS, Running, make_settings, serve, write_model
@@ -592,10 +591,6 @@ def test_health_is_ok_once_every_preload_is_loaded(daemon: Running) -> None:
 # --- 11: forgetting a conversation's KV states -------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not hasattr(ModelManager, "drop_conversation"),
-    reason="ModelManager.drop_conversation (daemon/_manager.py) does not exist yet",
-)
 def test_delete_conversation_drops_its_kv_states(daemon: Running) -> None:
     """DELETE /v1/conversations/{id} drops the states of that conversation and says how many."""
     r = _post(
