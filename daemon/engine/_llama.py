@@ -29,7 +29,14 @@ from .._types import GenerationParams, Piece, Prompt, stop_holdback
 from ..errors import InvalidRequest, ModelUnavailable
 from ..settings import ModelsSettings
 from ._batch import Batcher, BatchRequest, Trace
-from ._chat import ControlToken, mark_messages, partition, split_marked, tokenize_parts
+from ._chat import (
+    ControlToken,
+    Segment,
+    mark_messages,
+    partition,
+    split_marked,
+    tokenize_parts,
+)
 from ._devices import DeviceProbe, model_shape, plan_offload, probe_devices
 from ._kvcache import KVCache, SavedState, common_prefix, file_identity, identity_of
 
@@ -303,6 +310,18 @@ class LlamaModel:
         marked_messages, marks = mark_messages(messages)
         marked = self._render(marked_messages)
         segments = split_marked(marked.prompt, marks, rendered.prompt)
+        if any(
+            isinstance(m.get("content"), str)
+            and any(c.text in m["content"] for c in self._controls)
+            for m in messages
+        ):
+            # A template may re-slice a message outside the markers (Qwen3 moves an assistant's
+            # reasoning): template text that the same template does not write for empty
+            # messages came from people, so it is never searched for control tokens.
+            blank = self._render([{**m, "content": ""} for m in messages]).prompt
+            segments = [
+                s if s.person or s.text in blank else Segment(s.text, True) for s in segments
+            ]
         parts = partition(segments, self._controls)
         bos = self._llm.token_bos()
         # The formatter writes BOS as text itself (added_special); otherwise add it here.
