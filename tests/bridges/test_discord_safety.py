@@ -6,9 +6,7 @@ build the same raw payload objects (RawMessageDeleteEvent and friends) a live co
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -23,37 +21,9 @@ from bridges.discord import DiscordBridge, DiscordOptions
 from bridges.discord._outgoing import expand_mentions, split_message
 from bridges.testing import FakeHost
 
+from .test_discord import _configured, run
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-async def _configured(**options: Any) -> tuple[DiscordBridge, FakeHost, Any]:
-    """A bridge on a dpytest client: one guild, channels general/random, members alice/bob."""
-    intents = discord.Intents.default()
-    intents.message_content = True
-    intents.members = True
-    client = discord.Client(intents=intents)
-    await client._async_setup_hook()
-    dpytest.configure(
-        client, guilds=["home"], text_channels=["general", "random"], members=["alice", "bob"]
-    )
-    host = FakeHost()
-    bridge = DiscordBridge(
-        DiscordOptions(pace_seconds=0, **options), host, persona="Robin", client=client
-    )
-    await bridge.start()
-    return bridge, host, dpytest.get_config()
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """Run one async scenario, cleaning dpytest's queues afterwards."""
-
-    async def main() -> None:
-        try:
-            await scenario()
-        finally:
-            await dpytest.empty_queue()
-
-    asyncio.run(main())
 
 
 def _spy_sends(monkeypatch: pytest.MonkeyPatch, bridge: DiscordBridge) -> list[dict[str, Any]]:
