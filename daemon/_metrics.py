@@ -127,7 +127,8 @@ class Metrics:
         )
         self.kv_lookups = Counter(
             "personad_kv_cache_lookups",
-            "Prompts served from a stored KV state (hit) or not (miss).",
+            "Prompts served from a stored KV state (hit), from the state still live in the "
+            "context or a slot (live), or evaluated from the start (miss).",
             ["model", "result"],
             registry=self.registry,
         )

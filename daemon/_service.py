@@ -29,6 +29,14 @@ __all__ = ["CompletionJob", "CompletionRequest", "CompletionService"]
 
 log = structlog.get_logger("personad.service")
 
+
+def _lookup(piece: Piece) -> str:
+    """The KV lookup result a finished request counts as, for /metrics."""
+    if piece.cache_hit:
+        return "hit"
+    return "live" if piece.cached_tokens > 0 else "miss"
+
+
 # A prompt of more than context x this many UTF-8 bytes cannot fit, so it is refused before the
 # tokenizer spends seconds and hundreds of MB on it. The bound is the longest token a
 # vocabulary may have, with a wide margin: SmolLM2's longest are 32 bytes (runs of spaces,
@@ -178,7 +186,7 @@ class CompletionService:
                 m.prompt_tokens.labels(slot.name).inc(len(prompt.tokens))
                 m.generated_tokens.labels(slot.name).inc(piece.completion_tokens)
                 m.requests.labels(slot.name, piece.finish_reason).inc()
-                m.kv_lookups.labels(slot.name, "hit" if piece.cache_hit else "miss").inc()
+                m.kv_lookups.labels(slot.name, _lookup(piece)).inc()
                 m.kv_tokens.labels(slot.name, "restored").inc(piece.cached_tokens)
                 m.kv_tokens.labels(slot.name, "evaluated").inc(
                     len(prompt.tokens) - piece.cached_tokens

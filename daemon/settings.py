@@ -133,13 +133,12 @@ class ModelsSettings(BaseModel):
         4 << 30, ge=0, description="Per-model disk for KV states in data_dir/kv (LRU)."
     )
     parallel: int = Field(
-        1,
+        4,
         ge=1,
         le=64,
         description="Conversations one model decodes at once (continuous batching); each slot "
-        "holds a live KV cache of the model's context, so memory grows with slots x context. "
-        "1 (the default for now: with more slots a conversation's first follow-up can miss "
-        "its cached state) decodes one request at a time.",
+        "holds a live KV cache of the model's context, so memory grows with slots x context "
+        "(personad doctor prints it). 1 decodes one request at a time.",
     )
     flash_attn: bool = Field(
         True,

@@ -103,14 +103,17 @@ class Dashboard:
 
     def _kv(self, model: str) -> dict[str, Any]:
         registry = self.daemon.metrics.registry
-        hits = registry.get_sample_value(
-            "personad_kv_cache_lookups_total", {"model": model, "result": "hit"}
-        )
-        misses = registry.get_sample_value(
-            "personad_kv_cache_lookups_total", {"model": model, "result": "miss"}
-        )
-        total = (hits or 0) + (misses or 0)
-        return {"hit_rate": (hits or 0) / total if total else None, "lookups": int(total)}
+        counts = {
+            result: registry.get_sample_value(
+                "personad_kv_cache_lookups_total", {"model": model, "result": result}
+            )
+            or 0
+            for result in ("hit", "live", "miss")
+        }
+        total = sum(counts.values())
+        # A prompt whose state was still live in a slot was served from KV state as well.
+        reused = counts["hit"] + counts["live"]
+        return {"hit_rate": reused / total if total else None, "lookups": int(total)}
 
     def data(self) -> dict[str, Any]:
         """Everything the page shows, as JSON."""

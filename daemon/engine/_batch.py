@@ -137,6 +137,9 @@ class Batcher:
         self._slots: dict[int, tuple[str | None, list[int]]] = {
             i: (None, []) for i in range(parallel)
         }
+        # When each slot was last released (a step counter), to reuse the stalest first.
+        self._released: dict[int, int] = {}
+        self._releases = 0
         self._group_turn = 0
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
@@ -227,15 +230,22 @@ class Batcher:
         return chain
 
     def _place(self, req: BatchRequest, free: list[int]) -> tuple[int, int]:
-        """A free slot for ``req`` (the one already holding most of it) and that prefix."""
-        best = (free[0], -1)
-        for i in free:
-            adapter, held = self._slots[i]
-            n = common_prefix(held, req.tokens) if adapter == req.adapter else 0
-            if n > best[1]:
-                best = (i, n)
-        free.remove(best[0])
-        return best[0], max(best[1], 0)
+        """A free slot for ``req`` and the prefix of it that the slot already holds.
+
+        The slot holding most of the prompt wins when that saves evaluating ``min_gain``
+        tokens; otherwise an empty slot, else the one released longest ago, so that the live
+        states of recent conversations stay for their next follow-up.
+        """
+        prefix = {
+            i: common_prefix(held, req.tokens) if adapter == req.adapter else 0
+            for i in free
+            for adapter, held in (self._slots[i],)
+        }
+        best = max(free, key=lambda i: (prefix[i], -i))
+        if prefix[best] < self._min_gain:
+            best = min(free, key=lambda i: (bool(self._slots[i][1]), self._released.get(i, -1), i))
+        free.remove(best)
+        return best, prefix[best]
 
     def _stored(self, req: BatchRequest) -> tuple[SavedState, int] | None:
         if self._kv is None:
@@ -302,19 +312,12 @@ class Batcher:
         group = self._group()
         members = [s for s in self._active if s.req.adapter == group]
         self._set_adapter(group)
+        fed = self._plan(members)
+        if not fed:
+            return
         batch = self._batch
         n = 0
-        # Decoding sequences feed their last sampled token first; newcomers' prompts fill the
-        # rest, in chunks while anyone is decoding.
-        decoding = [s for s in members if s.steps > 0]
-        chunk = self._chunk if decoding else self._n_batch
-        fed: list[tuple[_Seq, list[int]]] = []
-        newcomers = [s for s in members if s.steps == 0]
-        for seq in sorted(decoding, key=lambda s: s.seq_id) + newcomers:
-            seq.row = -1
-            take = seq.todo[: min(chunk, self._n_batch - n)]
-            if not take:
-                continue
+        for seq, take in fed:
             for j, token in enumerate(take):
                 batch.token[n] = token
                 batch.pos[n] = len(seq.held) + j
@@ -322,13 +325,11 @@ class Batcher:
                 batch.seq_id[n][0] = seq.seq_id
                 batch.logits[n] = False
                 n += 1
+            seq.row = -1
             if len(take) == len(seq.todo):  # its prompt is done: sample from the last row
                 batch.logits[n - 1] = True
                 seq.row = n - 1
-            fed.append((seq, take))
         batch.n_tokens = n
-        if n == 0:
-            return
         rc = llama_cpp.llama_decode(self._ctx, batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode failed ({rc}): the context is full or invalid")
@@ -337,6 +338,30 @@ class Batcher:
             del seq.todo[: len(take)]
             if seq.row >= 0:
                 self._sample(seq)
+
+    def _plan(self, members: list[_Seq]) -> list[tuple[_Seq, list[int]]]:
+        """What each sequence feeds this step, in sequence-id order.
+
+        llama.cpp puts consecutive sequence ids in one micro-batch and splits at every gap, so
+        the order matters. Decoding sequences always get their one token; newcomers' prompts
+        share the rest of the batch, in chunks of ``prefill_chunk`` while anyone is decoding
+        (so a long prompt does not stall them).
+        """
+        decoding = [s for s in members if s.steps > 0]
+        room = self._n_batch - sum(len(s.todo[:1]) for s in decoding)
+        chunk = self._chunk if decoding else self._n_batch
+        fed: list[tuple[_Seq, list[int]]] = []
+        for seq in sorted(members, key=lambda s: s.seq_id):
+            if seq.steps > 0:
+                take = seq.todo[:1]
+            else:
+                take = seq.todo[: max(0, min(chunk, room))]
+                room -= len(take)
+            if take:
+                fed.append((seq, take))
+            else:
+                seq.row = -1
+        return fed
 
     def _sample(self, seq: _Seq) -> None:
         if self._trace is not None:
@@ -386,6 +411,8 @@ class Batcher:
         self._active.remove(seq)
         llama_cpp.llama_sampler_free(seq.sampler)
         self._slots[seq.seq_id] = (seq.req.adapter, seq.held)
+        self._releases += 1
+        self._released[seq.seq_id] = self._releases
 
     def _finish(self, seq: _Seq, reason: str) -> None:
         try:

@@ -74,7 +74,7 @@ class EngineOptions:
     n_threads: int | None = None
     n_threads_batch: int | None = None
     # Sequences decoded together (slots); 1 keeps the single-sequence path.
-    parallel: int = 1
+    parallel: int = 4
     n_gpu_layers: int | Literal["auto"] = "auto"
     # Most prompt tokens a newcomer evaluates per step while others are decoding.
     prefill_chunk: int = 256
@@ -213,10 +213,11 @@ class LlamaModel:
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = self.parallel
-        # One KV buffer shared by the slots (each request is still held to n_ctx): with a
-        # buffer per slot, llama.cpp splits a batch whose sequence ids are not consecutive
-        # into one micro-batch per sequence, and batching gains nothing.
-        params.kv_unified = True
+        # A KV buffer per slot: with one shared buffer every token attends over all slots'
+        # cells (masked), which at 8 slots cost more than the weights (bench/concurrency.py:
+        # 55 against 83 tok/s). llama.cpp then keeps a micro-batch to consecutive sequence
+        # ids, so the batcher feeds sequences in id order and fills the lowest free slot.
+        params.kv_unified = False
         self._bctx = llama_cpp.llama_init_from_model(self._llm._model.model, params)
         if self._bctx is None:
             raise ModelUnavailable(

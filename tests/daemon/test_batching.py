@@ -297,3 +297,41 @@ def test_adapter_groups_take_turns(demo_path: Path, adapters: dict[str, Path]) -
     # Round robin: while all three decode, no group takes two steps in a row.
     middle = mixed[len(names) : 3 * len(names)]
     assert all(a != b for a, b in itertools.pairwise(middle)), middle
+
+
+def _follow_up(model: LlamaModel, i: int, first: list[Piece]) -> list[Piece]:
+    history = [
+        *_prompt(model, i),
+        {"role": "assistant", "content": "".join(p.text for p in first)},
+        {"role": "user", "content": "And then?"},
+    ]
+    return list(
+        model.generate(model.chat_prompt(history), GREEDY, threading.Event(), conversation=f"c{i}")
+    )
+
+
+def test_recent_conversations_keep_their_slots(tmp_path: Path, demo_path: Path) -> None:
+    """With four slots, four conversations asked one after another each find their own live
+    state at their follow-up, even though their prompts share a beginning."""
+    kv = KVSettings(tmp_path / "kv", ram_bytes=64 << 20, disk_bytes=0)
+    model = LlamaModel(manifest_for(demo_path, context_length=1024), kv, EngineOptions(parallel=4))
+    try:
+        firsts = {i: _together(model, [i])[i] for i in range(4)}
+        for i in range(4):
+            last = _follow_up(model, i, firsts[i])[-1]
+            assert not last.cache_hit and last.cached_tokens > 100, (i, last)
+    finally:
+        model.close()
+
+
+def test_a_conversation_pushed_out_of_its_slot_is_restored(tmp_path: Path, demo_path: Path) -> None:
+    """A fifth conversation takes the stalest slot; the first conversation's follow-up then
+    restores its stored state instead of evaluating its history again."""
+    kv = KVSettings(tmp_path / "kv", ram_bytes=64 << 20, disk_bytes=0)
+    model = LlamaModel(manifest_for(demo_path, context_length=1024), kv, EngineOptions(parallel=4))
+    try:
+        firsts = {i: _together(model, [i])[i] for i in range(5)}
+        last = _follow_up(model, 0, firsts[0])[-1]
+        assert last.cache_hit and last.cached_tokens > 100, last
+    finally:
+        model.close()

@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from daemon._types import GenerationParams
-from daemon.engine import KVSettings, LlamaModel
+from daemon.engine import EngineOptions, KVSettings, LlamaModel
 from models import ModelManifest
 
 GREEDY = GenerationParams(max_tokens=12, temperature=0.0, repeat_penalty=1.0)
@@ -23,7 +23,10 @@ HISTORY = " ".join(f"Alex: message number {i} about the hike and the weather." f
 
 
 def _model(demo_path: Path, kv: KVSettings | None, n_ctx: int = 2048) -> LlamaModel:
-    return LlamaModel(ModelManifest(name="m", path=demo_path, context_length=n_ctx), kv)
+    # One slot: these tests read the single-sequence path's logits and live context; the
+    # batching path's restores are tested in test_batching.
+    manifest = ModelManifest(name="m", path=demo_path, context_length=n_ctx)
+    return LlamaModel(manifest, kv, EngineOptions(parallel=1))
 
 
 def _run(model: LlamaModel, text: str, conversation: str | None) -> tuple[str, int, bool]:
