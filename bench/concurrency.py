@@ -1,103 +1,90 @@
 """Many conversations at once: personad's continuous batching against llama.cpp's llama-server.
 
-K conversations (K = 1, 4, 8) of ~1,350 tokens each are primed one by one (so both servers
-hold their KV state), then K follow-ups are sent at once. Printed per K and server: aggregate
-completion tok/s (all tokens / wall time), time to first token median and max, and the
-cold time to first token of the priming requests (a ~1,350-token prompt never seen). Both servers
-get the same slots, threads, flash attention and per-slot context (printed). The base is
-personad's single-stream rate (one slot, one request). llama-server is built once from the
-llama.cpp that llama-cpp-python vendors, into ~/.cache/personad/bench (the build time is
-printed); it is never part of the test command.
+K conversations (K = 1, 4, 8) of ~1,350 tokens each (--lines 60) are primed one by one (so
+both servers hold their KV state), then K follow-ups are sent at once. Measured per K and
+server: aggregate completion tok/s (all tokens / wall time), time to first token median and
+max, and the cold time to first token of the priming requests (a ~1,350-token prompt never
+seen). Every server gets the same slots, threads, flash attention and per-slot context
+(printed).
 
-    python bench/concurrency.py [--ks 1,4,8] [--slots 8] [--repeats 2]
+personad runs as users run it (`python -m daemon serve`, the model preloaded, queue_size 64):
+row "personad" (now) has --slots slots and the runner process on. In the same repeat, each on
+a fresh data dir, run also: "single" (1 slot, runner on, K = 1: the single stream the largest K
+is compared to), "before" (1 slot, the model inside the daemon, K = 1: the state before the
+change, for the K = 1 row's now/before) and llama-server. The order of the servers rotates
+from one repeat to the next. llama-server is built once from the llama.cpp that
+llama-cpp-python vendors, into ~/.cache/personad/bench (the build time is printed); it is
+never part of the test command.
+
+Prints each run, then per K and server the median and spread (min-max) over repeats of every
+measure, and the ratios (medians of the repeats' paired ratios, with their spread):
+K = 1 now/before (tok/s >= 1.0 and TTFT <= 1.0: no worse than before), K = 8 aggregate /
+llama-server's (>= 1.0), K = 8 aggregate / personad single stream (>= 1.4), K = 8 TTFT max /
+(2 x llama-server's) (<= 1.0), cold TTFT / llama-server's (<= 1.05: within 5 %). K = 8 stands
+for the largest K given.
+
+    python bench/concurrency.py [--ks 1,4,8] [--slots 8] [--repeats 2] [--lines 60]
+                                [--no-llama-server]
+                                [--flash-attn/--no-flash-attn] [--threads N] [--threads-batch N]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import (
+    Knobs,
+    free_port,
+    history,
+    personad_serve,
+    rotated,
+    spread,
+    stream_chat,
+    wait_ready,
+)
 
 from models import demo_model_path
 
 N_CTX = 4096
 MAX_TOKENS = 64
 NO_EOS = {"0": -100, "2": -100, "4": -100}
+LL_EXTRA = {"ignore_eos": True, "cache_prompt": True}
 CACHE = Path.home() / ".cache" / "personad" / "bench"
-SERVE = """
-import asyncio, sys
-from daemon import Settings, serve
-from daemon.engine import EngineOptions, KVSettings, LlamaModel
-settings = Settings.model_validate_json(sys.argv[1])
-def loader(manifest):
-    kv = KVSettings(settings.data_dir / "kv", settings.models.kv_cache_ram_bytes,
-                    settings.models.kv_cache_disk_bytes)
-    return LlamaModel(manifest, kv, EngineOptions.from_settings(settings.models))
-async def main():
-    async with serve(settings, wait_preload=True, loader=loader):
-        await asyncio.Event().wait()
-asyncio.run(main())
-"""
+# One row of results: aggregate tok/s, TTFT median and max, cold TTFT.
+Row = dict[str, float]
+METRICS = (("tok_s", ".1f"), ("ttft_median", ".3f"), ("ttft_max", ".3f"), ("cold_ttft", ".3f"))
 
 
-def history(i: int, lines: int = 60) -> list[dict[str, str]]:
-    """A distinct chat of ~1,350 tokens for conversation ``i``."""
-    msgs = [{"role": "system", "content": f"You are Robin, chatting with friend number {i}."}]
-    for j in range(lines):
-        msgs.append(
-            {
-                "role": "user" if j % 2 == 0 else "assistant",
-                "content": f"Message {j} in chat {i}: more thoughts about topic {i % 7}, "
-                f"and what we could do on day {j}.",
-            }
-        )
-    msgs.append({"role": "user", "content": "So what do you think?"})
-    return msgs
+def stream(url: str, messages: list[dict[str, str]], extra: dict[str, Any]) -> float:
+    """Seconds to the first content of one streamed chat completion."""
+    body = {"messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0.0, **extra}
+    with httpx.Client(base_url=url, timeout=900) as client:
+        return stream_chat(client, body)[0]
 
 
-def stream(url: str, messages: list[dict[str, str]], extra: dict[str, Any]) -> tuple[float, int]:
-    """(seconds to first content, content chunks) of one streamed chat completion."""
-    body = {"messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0.0, "stream": True}
-    start = time.perf_counter()
-    first, chunks = None, 0
-    with httpx.stream(
-        "POST", f"{url}/v1/chat/completions", json={**body, **extra}, timeout=900
-    ) as r:
-        r.raise_for_status()
-        for line in r.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            for choice in json.loads(line[6:]).get("choices", []):
-                if choice.get("delta", {}).get("content"):
-                    first = first if first is not None else time.perf_counter() - start
-                    chunks += 1
-    return (first if first is not None else time.perf_counter() - start), chunks
-
-
-def round_at_once(url: str, k: int, extra: dict[str, Any], tag: str) -> dict[str, float]:
+def round_at_once(url: str, k: int, extra: dict[str, Any], tag: str, lines: int) -> Row:
     """Prime k conversations one by one, then send k follow-ups together."""
     cold = [
-        stream(url, history(i), {**extra, "conversation": f"{tag}-{i}", "max_tokens": 8})[0]
+        stream(url, history(i, lines), {**extra, "conversation": f"{tag}-{i}", "max_tokens": 8})
         for i in range(k)
     ]
-    results: dict[int, tuple[float, int]] = {}
+    results: dict[int, float] = {}
 
     def one(i: int) -> None:
-        follow = [*history(i), {"role": "user", "content": "And what else?"}]
+        follow = [*history(i, lines), {"role": "user", "content": "And what else?"}]
         results[i] = stream(url, follow, {**extra, "conversation": f"{tag}-{i}"})
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(k)]
@@ -107,7 +94,7 @@ def round_at_once(url: str, k: int, extra: dict[str, Any], tag: str) -> dict[str
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    ttfts = [results[i][0] for i in range(k)]
+    ttfts = [results[i] for i in range(k)]
     return {
         "tok_s": k * MAX_TOKENS / wall,
         "ttft_median": statistics.median(ttfts),
@@ -116,61 +103,13 @@ def round_at_once(url: str, k: int, extra: dict[str, Any], tag: str) -> dict[str
     }
 
 
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(url: str, path: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(3000):
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not start")
-
-
-@contextmanager
-def personad(root: Path, slots: int, threads: int, threads_batch: int) -> Iterator[str]:
-    """personad with the demo model, ``slots`` batching slots, in a subprocess."""
-    port = _port()
-    (root / "models").mkdir(parents=True, exist_ok=True)
-    (root / "models" / "bench.toml").write_text(
-        f'path = "{demo_model_path()}"\ncontext_length = {N_CTX}\n'
-    )
-    settings = {
-        "server": {"port": port},
-        "models": {
-            "dir": str(root / "models"),
-            "include_demo": False,
-            "default": "bench",
-            "preload": ["bench"],
-            "parallel": slots,
-            "flash_attn": True,
-            "n_threads": threads,
-            "n_threads_batch": threads_batch,
-            "queue_size": 64,
-        },
-        "data_dir": str(root / "data"),
-        "log": {"level": "warning"},
+def personad_env(slots: int, runner: bool) -> dict[str, str]:
+    """`personad serve` settings for ``slots`` slots, the runner on or off."""
+    return {
+        "PERSONAD_RUNNER__ENABLED": str(runner).lower(),
+        "PERSONAD_MODELS__PARALLEL": str(slots),
+        "PERSONAD_MODELS__QUEUE_SIZE": "64",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE, json.dumps(settings)], stdout=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(url, "/health", proc)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=120)
 
 
 def build_llama_server() -> Path:
@@ -204,73 +143,116 @@ def build_llama_server() -> Path:
 
 
 @contextmanager
-def llama_server(binary: Path, slots: int, threads: int, threads_batch: int) -> Iterator[str]:
+def llama_server(binary: Path, slots: int, knobs: Knobs) -> Iterator[str]:
     """llama-server with the same slots, threads, flash attention and per-slot context."""
-    port = _port()
-    args = [str(binary), "-m", str(demo_model_path()), "-c", str(N_CTX * slots)]
-    args += ["-np", str(slots), "-t", str(threads), "-tb", str(threads_batch), "-fa", "on"]
+    port = free_port()
+    args = [str(binary), "-m", str(demo_model_path()), "-c", str(knobs.n_ctx * slots)]
+    args += ["-np", str(slots), "-t", str(knobs.n_threads), "-tb", str(knobs.n_threads_batch)]
+    args += ["-fa", "on" if knobs.flash_attn else "off"]
     args += ["--port", str(port), "--host", "127.0.0.1", "--no-webui"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(url, "/health", proc)
+        wait_ready(url, proc, "/health")
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=120)
 
 
+# Rows as (server, K); "single" and "before" run K = 1 only.
+Rows = dict[tuple[str, int], list[Row]]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every repeat runs with."""
+
+    ks: list[int]
+    slots: int
+    knobs: Knobs
+    lines: int
+    binary: Path | None
+
+
+def one_repeat(rep: int, setup: Setup, rows: Rows) -> None:
+    """Every server once, in an order rotated by ``rep``, each on a fresh data dir."""
+    knobs, slots, binary = setup.knobs, setup.slots, setup.binary
+    servers: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+        "single": lambda d: personad_serve(d, knobs, personad_env(1, runner=True)),
+        "before": lambda d: personad_serve(d, knobs, personad_env(1, runner=False)),
+        "personad": lambda d: personad_serve(d, knobs, personad_env(slots, runner=True)),
+    }
+    if binary is not None:
+        servers["llama-server"] = lambda _: llama_server(binary, slots, knobs)
+    for name in rotated(list(servers), rep):
+        extra = LL_EXTRA if name == "llama-server" else {"logit_bias": NO_EOS}
+        with tempfile.TemporaryDirectory() as tmp, servers[name](Path(tmp)) as url:
+            for k in [1] if name in ("single", "before") else setup.ks:
+                r = round_at_once(url, k, extra, f"k{k}", setup.lines)
+                rows.setdefault((name, k), []).append(r)
+                print(f"  {name} K={k}: " + ", ".join(f"{m} {v:.3f}" for m, v in r.items()))
+
+
+def check(
+    rows: Rows,
+    label: str,
+    pair: tuple[tuple[str, int], tuple[str, int]],
+    key: str,
+    goal: str,
+    scale: float = 1.0,
+) -> None:
+    """Print the repeats' paired ratios a / (scale x b) of ``key`` (median and spread)
+    against ``goal`` (">= 1.4", "<= 1.0")."""
+    a, b = pair
+    if a not in rows or b not in rows:
+        print(f"{label}: n/a ({a[0] if a not in rows else b[0]} K={b[1]} not run)")
+        return
+    paired = [x[key] / (scale * y[key]) for x, y in zip(rows[a], rows[b], strict=True)]
+    med, (op, bound) = statistics.median(paired), goal.split()
+    ok = med >= float(bound) if op == ">=" else med <= float(bound)
+    print(f"{label}: {spread(paired)} (goal {goal}) -> {'OK' if ok else 'MISSED'}")
+
+
+def report(rows: Rows, ks: list[int]) -> None:
+    """Medians and spreads of every row; the ratios with their goals."""
+    print("personad = --slots slots, runner on (now); single = 1 slot, runner on; "
+          "before = 1 slot, runner off")  # fmt: skip
+    print("K  server        agg tok/s med (min-max)  TTFT med s (min-max)  TTFT max s (min-max)  "
+          "cold s (min-max)")  # fmt: skip
+    for (name, k), runs in sorted(rows.items(), key=lambda item: (item[0][1], item[0][0])):
+        cols = [spread([r[m] for r in runs], f) for m, f in METRICS]
+        print(f"{k}  {name:12s}  " + "  ".join(f"{c:20s}" for c in cols).rstrip())
+    top = max(ks)
+    k1 = (("personad", 1), ("before", 1))
+    ll = (("personad", top), ("llama-server", top))
+    check(rows, "K=1 tok/s now/before", k1, "tok_s", ">= 1.0")
+    check(rows, "K=1 TTFT median now/before", k1, "ttft_median", "<= 1.0")
+    check(rows, f"K={top} agg tok/s / llama-server's", ll, "tok_s", ">= 1.0")
+    single = (("personad", top), ("single", 1))
+    check(rows, f"K={top} agg tok/s / personad single stream", single, "tok_s", ">= 1.4")
+    check(rows, f"K={top} TTFT max / (2 x llama-server's)", ll, "ttft_max", "<= 1.0", scale=2.0)
+    check(rows, f"K={top} cold TTFT / llama-server's", ll, "cold_ttft", "<= 1.05")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ks", default="1,4,8")
     parser.add_argument("--slots", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=max((os.cpu_count() or 2) // 2, 1))
-    parser.add_argument("--threads-batch", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--lines", type=int, default=60, help="chat lines, ~22 tokens each")
     parser.add_argument("--no-llama-server", action="store_true", help="personad only")
+    Knobs.add_arguments(parser, N_CTX)
     args = parser.parse_args()
-    ks = [int(k) for k in args.ks.split(",")]
     binary = None if args.no_llama_server else build_llama_server()
-    t, tb, slots = args.threads, args.threads_batch, args.slots
-    print(f"slots={slots} n_threads={t} n_threads_batch={tb} flash_attn=on ctx/slot={N_CTX}")
-    rows: dict[tuple[str, int], list[dict[str, float]]] = {}
-    single: list[float] = []
+    ks = [int(k) for k in args.ks.split(",")]
+    setup = Setup(ks, args.slots, Knobs.from_args(args), args.lines, binary)
+    print(f"slots={setup.slots} {setup.knobs.describe()} (n_ctx per slot), {args.lines} lines")
+    rows: Rows = {}
     for rep in range(args.repeats):  # interleaved: noise spreads over every server
-        with tempfile.TemporaryDirectory() as tmp:
-            with personad(Path(tmp) / "one", 1, t, tb) as url:
-                single.append(round_at_once(url, 1, {"logit_bias": NO_EOS}, "s")["tok_s"])
-                print(f"  personad single stream: {single[-1]:.1f} tok/s", flush=True)
-            with personad(Path(tmp) / "batch", slots, t, tb) as url:
-                for k in ks:
-                    r = round_at_once(url, k, {"logit_bias": NO_EOS}, f"k{k}")
-                    rows.setdefault(("personad", k), []).append(r)
-                    print(f"  personad K={k}: {r}", flush=True)
-            shutil.rmtree(Path(tmp) / "batch", ignore_errors=True)
-        if binary is None:
-            continue
-        with llama_server(binary, slots, t, tb) as url:
-            for k in ks:
-                r = round_at_once(url, k, {"ignore_eos": True, "cache_prompt": True}, f"k{k}")
-                rows.setdefault(("llama-server", k), []).append(r)
-                print(f"  llama-server K={k}: {r}", flush=True)
+        one_repeat(rep, setup, rows)
         print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
-    base = statistics.median(single)
-    print(f"personad single stream (1 slot): {base:.1f} tok/s (runs: {single})")
-    print("K  server        agg tok/s (runs)          TTFT median s  TTFT max s  x single  cold s")
-    for k in ks:
-        for name in ("personad", "llama-server"):
-            runs = rows.get((name, k), [])
-            if not runs:
-                continue
-            tps = statistics.median(r["tok_s"] for r in runs)
-            med = statistics.median(r["ttft_median"] for r in runs)
-            mx = statistics.median(r["ttft_max"] for r in runs)
-            cold = statistics.median(r["cold_ttft"] for r in runs)
-            spread = ", ".join(f"{r['tok_s']:.1f}" for r in runs)
-            print(
-                f"{k}  {name:12s}  {tps:6.1f} ({spread:16s})  {med:12.3f}  {mx:10.3f}  "
-                f"{tps / base:5.2f}     {cold:.3f}"
-            )
+    report(rows, ks)
 
 
 if __name__ == "__main__":

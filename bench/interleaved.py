@@ -1,106 +1,83 @@
-"""Time to first token for follow-ups in many interleaved conversations.
+"""Time to first token for follow-ups in many interleaved conversations, now against before.
 
 N conversations of ~1,350 tokens each go through the chat template; then a follow-up to each
 is asked round-robin, and the median time to the first streamed token of that second round is
-measured: for personad (per-conversation KV states), again for personad after a restart
-(states found on disk), and in the same run for llama-cpp-python's own server without and
-with its prompt cache. Prints each median and the ratios. Target here: <= 0.25 s for
-personad, before and after the restart.
+measured; then the daemon is restarted on the same data dir (KV states found on disk) and the
+follow-ups are asked again. That is done for two personad variants, both run as users run it
+(`python -m daemon serve`) with the same flash attention, threads and context (printed):
 
-    python bench/interleaved.py [--conversations 8] [--lines 60]
+- now: the runner process on, 4 batching slots (the defaults);
+- before: the model inside the daemon, 1 slot (the single-sequence path).
+
+--variants may also name runner-only (runner on, 1 slot) and batching-only (runner off, 4
+slots): one of the two changes each, to tell which one a difference comes from.
+
+Each of --repeats repeats runs every variant on a fresh data dir (a fresh conversation set),
+in an order that rotates (alternates, with two) from one repeat to the next. Prints per
+variant the median over repeats of each repeat's median follow-up TTFT, its spread (min-max),
+the same after the restart, and now/before (the repeats' paired ratios: median and spread),
+with the targets: now <= 0.16 s (runner in between; before and after the restart) and
+now/before <= 1.0 (no worse than before).
+
+With --baselines, llama-cpp-python's own server (without and with its prompt cache, same
+knobs) is measured once after the repeats, for reference; it takes long, so it is off by
+default (it needs llama-cpp-python's "server" extra).
+
+    python bench/interleaved.py [--conversations 8] [--lines 60] [--repeats 3]
+                                [--variants now,before] [--baselines]
+                                [--flash-attn/--no-flash-attn] [--threads N] [--threads-batch N]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import (
+    VARIANTS,
+    VARIANTS_HELP,
+    Knobs,
+    describe_variants,
+    free_port,
+    history,
+    parse_variants,
+    personad_serve,
+    rotated,
+    spread,
+    stream_chat,
+    wait_ready,
+)
 
 from models import demo_model_path
 
 N_CTX = 4096
-TOPICS = [
-    "hiking",
-    "coffee",
-    "a new game",
-    "the weather",
-    "a concert",
-    "cooking",
-    "a trip",
-    "a movie",
-    "work",
-    "the cat",
-]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def history(i: int, lines: int) -> list[dict[str, str]]:
-    """A distinct long chat (about 22 tokens a line) for conversation ``i``."""
-    topic = TOPICS[i % len(TOPICS)]
-    msgs = [{"role": "system", "content": f"You are Robin, chatting with friend number {i}."}]
-    for j in range(lines):
-        role = "user" if j % 2 == 0 else "assistant"
-        msgs.append(
-            {
-                "role": role,
-                "content": f"Message {j} in chat {i}: more thoughts about "
-                f"{topic}, and what we could do on day {j}.",
-            }
-        )
-    msgs.append({"role": "user", "content": f"So what do you think about {topic}?"})
-    return msgs
-
-
-def ttft(
-    client: httpx.Client, messages: list[dict[str, str]], extra: dict[str, Any]
-) -> tuple[float, str]:
-    """Seconds to the first content chunk of a streamed chat completion, and the full text."""
-    body = {"messages": messages, "max_tokens": 16, "temperature": 0.0, "stream": True, **extra}
-    start = time.perf_counter()
-    first = None
-    text = []
-    with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        r.raise_for_status()
-        for line in r.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            for choice in chunk.get("choices", []):
-                piece = choice.get("delta", {}).get("content")
-                if piece:
-                    if first is None:
-                        first = time.perf_counter() - start
-                    text.append(piece)
-    return (first if first is not None else time.perf_counter() - start), "".join(text)
+TARGET_S = 0.16
 
 
 def two_rounds(
     url: str, n: int, lines: int, keyed: bool, replies: dict[int, str] | None = None
 ) -> tuple[list[float], dict[int, str]]:
-    """Round one builds each conversation's state; round two measures follow-ups."""
+    """Round one builds each conversation's state (unless ``replies`` are given: a restart);
+    round two measures the follow-ups."""
+    body: dict[str, Any] = {"max_tokens": 16, "temperature": 0.0}
+
+    def extra(i: int) -> dict[str, str]:
+        return {"conversation": f"chat-{i}", "model": "bench"} if keyed else {}
+
     with httpx.Client(base_url=url, timeout=900) as client:
         if replies is None:
-            replies = {}
-            for i in range(n):
-                extra = {"conversation": f"chat-{i}", "model": "bench"} if keyed else {}
-                replies[i] = ttft(client, history(i, lines), extra)[1]
+            replies = {
+                i: stream_chat(client, {**body, **extra(i), "messages": history(i, lines)})[1]
+                for i in range(n)
+            }
         times = []
         for i in range(n):
             follow = [
@@ -108,117 +85,102 @@ def two_rounds(
                 {"role": "assistant", "content": replies[i]},
                 {"role": "user", "content": "and what else?"},
             ]
-            extra = {"conversation": f"chat-{i}", "model": "bench"} if keyed else {}
-            times.append(ttft(client, follow, extra)[0])
+            times.append(stream_chat(client, {**body, **extra(i), "messages": follow})[0])
     return times, replies
 
 
-def _wait(url: str, path: str = "/v1/models") -> None:
-    for _ in range(1200):
-        try:
-            if httpx.get(url + path, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not start")
-
-
 @contextmanager
-def personad(data: Path, models: Path) -> Iterator[str]:
-    """`personad serve` with the demo model preloaded and KV states in ``data``."""
-    port = _port()
-    env = {
-        **os.environ,
-        "PERSONAD_DATA_DIR": str(data),
-        "PERSONAD_MODELS__DIR": str(models),
-        "PERSONAD_MODELS__INCLUDE_DEMO": "false",
-        "PERSONAD_LOG__LEVEL": "warning",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "serve", "--port", str(port), "-p", "bench"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(url, "/health")  # 200 once the preloaded model is in memory
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=120)
-
-
-@contextmanager
-def llama_cpp_server(cache: bool) -> Iterator[str]:
-    """llama-cpp-python's own OpenAI-compatible server on the same model."""
-    port = _port()
-    args = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(demo_model_path()),
-        "--n_ctx",
-        str(N_CTX),
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-    ]
+def llama_cpp_server(knobs: Knobs, cache: bool) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server on the same model and knobs."""
+    port = free_port()
+    args = [sys.executable, "-m", "llama_cpp.server", "--model", str(demo_model_path())]
+    args += ["--n_ctx", str(knobs.n_ctx), "--flash_attn", str(knobs.flash_attn)]
+    args += ["--n_threads", str(knobs.n_threads), "--n_threads_batch", str(knobs.n_threads_batch)]
+    args += ["--port", str(port), "--host", "127.0.0.1"]
     if cache:
         args += ["--cache", "true"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(url)
+        wait_ready(url, proc, "/v1/models")
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=120)
 
 
+def one_variant(workdir: Path, knobs: Knobs, name: str, n: int, lines: int) -> tuple[float, float]:
+    """(median follow-up TTFT, the same after a restart) of one variant on a fresh data dir."""
+    with personad_serve(workdir, knobs, VARIANTS[name]) as url:
+        times, replies = two_rounds(url, n, lines, keyed=True)
+    with personad_serve(workdir, knobs, VARIANTS[name]) as url:  # a restart: same data dir
+        again, _ = two_rounds(url, n, lines, keyed=True, replies=replies)
+    print(
+        f"  {name}: median TTFT {statistics.median(times):.3f} s "
+        f"(all: {', '.join(f'{t:.2f}' for t in times)}), "
+        f"after restart {statistics.median(again):.3f} s",
+        flush=True,
+    )
+    return statistics.median(times), statistics.median(again)
+
+
+def report(runs: dict[str, list[tuple[float, float]]], baselines: dict[str, float]) -> None:
+    """Per variant the medians over repeats with their spread; the ratios and the targets."""
+    print(f"{'variant':14s} follow-up TTFT s median (min-max)  after restart s median (min-max)")
+    for name, pairs in runs.items():
+        print(f"{name:14s} {spread([p[0] for p in pairs]):33s} {spread([p[1] for p in pairs])}")
+    ref = statistics.median(p[0] for p in runs["now"]) if "now" in runs else None
+    for name, value in baselines.items():
+        vs = f"   ratio to now {value / ref:5.1f}x" if ref else ""
+        print(f"{name:40s} {value:7.3f} s{vs}")
+    if "now" in runs:
+        now = statistics.median(p[0] for p in runs["now"])
+        again = statistics.median(p[1] for p in runs["now"])
+        ok = max(now, again) <= TARGET_S
+        print(
+            f"target: now <= {TARGET_S} s (runner in between), follow-up {now:.3f} s, "
+            f"after restart {again:.3f} s -> {'OK' if ok else 'MISSED'}"
+        )
+    if "now" in runs and "before" in runs:
+        paired = [n[0] / b[0] for n, b in zip(runs["now"], runs["before"], strict=True)]
+        restart = [n[1] / b[1] for n, b in zip(runs["now"], runs["before"], strict=True)]
+        med = statistics.median(paired)
+        print(
+            f"target: now/before <= 1.0 (no worse than before): {spread(paired)} "
+            f"(after restart {spread(restart)}) -> "
+            + ("OK" if med <= 1.0 else "MISSED (look at the spread: within noise?)")
+        )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--conversations", type=int, default=8)
     parser.add_argument("--lines", type=int, default=60, help="~22 tokens each")
-    args = parser.parse_args()
-    n, lines = args.conversations, args.lines
-    results: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "models").mkdir()
-        (root / "models" / "bench.toml").write_text(
-            f'path = "{demo_model_path()}"\ncontext_length = {N_CTX}\n'
-        )
-        with personad(root / "data", root / "models") as url:
-            times, replies = two_rounds(url, n, lines, keyed=True)
-            results["personad"] = statistics.median(times)
-            print(
-                f"personad: median TTFT {results['personad']:.3f} s "
-                f"(all: {', '.join(f'{t:.2f}' for t in times)})",
-                flush=True,
-            )
-        with personad(root / "data", root / "models") as url:  # a restart: same data dir
-            times, _ = two_rounds(url, n, lines, keyed=True, replies=replies)
-            results["personad after restart"] = statistics.median(times)
-            print(
-                f"personad after restart: median TTFT {results['personad after restart']:.3f} s",
-                flush=True,
-            )
-    for cache in (False, True):
-        name = f"llama-cpp-python server{' --cache true' if cache else ''}"
-        with llama_cpp_server(cache) as url:
-            times, _ = two_rounds(url, n, lines, keyed=False)
-            results[name] = statistics.median(times)
-            print(f"{name}: median TTFT {results[name]:.3f} s", flush=True)
-    ours = results["personad"]
-    for name, value in results.items():
-        print(f"{name:40s} {value:7.3f} s   ratio to personad {value / ours:6.1f}x")
-    print(
-        "target: personad <= 0.25 s before and after restart -> "
-        + ("OK" if max(ours, results["personad after restart"]) <= 0.25 else "MISSED")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default="now,before", help=VARIANTS_HELP)
+    parser.add_argument(
+        "--baselines", action="store_true", help="also llama-cpp-python's server (slow)"
     )
+    Knobs.add_arguments(parser, N_CTX)
+    args = parser.parse_args()
+    variants, knobs = parse_variants(args.variants), Knobs.from_args(args)
+    n, lines = args.conversations, args.lines
+    print(f"every side: {knobs.describe()}; {n} conversations of {lines} lines")
+    print(describe_variants(variants))
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    for rep in range(args.repeats):
+        for name in rotated(variants, rep):
+            with tempfile.TemporaryDirectory() as tmp:
+                runs[name].append(one_variant(Path(tmp), knobs, name, n, lines))
+        print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
+    baselines: dict[str, float] = {}
+    for cache in (False, True) if args.baselines else ():
+        name = f"llama-cpp-python server{' --cache true' if cache else ''}"
+        with llama_cpp_server(knobs, cache) as url:
+            times, _ = two_rounds(url, n, lines, keyed=False)
+        baselines[name] = statistics.median(times)
+        print(f"{name}: median TTFT {baselines[name]:.3f} s", flush=True)
+    report(runs, baselines)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """The daemon's side of a runner: an :class:`~daemon.Engine` whose model lives in a process.
 
-:class:`RunnerEngine` proxies every call of the engine interface to its runner process and
-supervises it on a thread of its own: it probes it every ``probe_interval`` seconds (a real
-one-token generation, outside the queue), kills it when the probe misses its deadline, and
-restarts it after a crash with backoff. Requests in flight when the runner dies end with
+:class:`RunnerEngine` proxies every call of the engine interface to its runner process; its
+:class:`~daemon._runner._supervisor.Supervisor` keeps that process alive (probes, restarts
+with backoff, failure). Requests in flight when the runner dies end with
 :class:`~daemon.errors.RunnerCrashed` (503); requests that arrive during the restart wait for
 it; when the last restart fails too, every request gets :class:`~daemon.errors.ModelFailed`
 until the model is unloaded and loaded again.
@@ -15,41 +14,23 @@ import dataclasses
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 
 from models import ModelManifest
 
 from .._types import GenerationParams, Piece, Prompt
-from ..errors import (
-    InvalidRequest,
-    ModelFailed,
-    ModelUnavailable,
-    RequestError,
-    RunnerCrashed,
-)
+from ..errors import InvalidRequest, RequestError, RunnerCrashed
 from ..settings import ModelsSettings
 from ._book import RunnerBook
-from ._process import Gone, LoadError, RunnerProcess
+from ._handle import KVTally, RunnerHandle
+from ._process import Gone
 from ._settings import RunnerSettings
-from .protocol import (
-    Alive,
-    Call,
-    Cancel,
-    Close,
-    End,
-    Fail,
-    Generate,
-    Load,
-    Message,
-    PieceMsg,
-    Probe,
-    Result,
-)
+from ._supervisor import Supervisor
+from .protocol import Call, Cancel, End, Fail, Generate, Load, PieceMsg, Result
 
 __all__ = ["RunnerEngine", "RunnerLoader"]
 
@@ -59,8 +40,6 @@ log = structlog.get_logger("personad.runner")
 _CANCEL_POLL = 0.05
 # Longest a call from the event loop (drop_conversation) may wait for the runner.
 _LOOP_CALL_TIMEOUT = 2.0
-
-State = Literal["ready", "restarting", "failed", "closed"]
 
 
 def _remote_error(msg: Fail) -> Exception:
@@ -91,191 +70,51 @@ class RunnerEngine:
     ) -> None:
         self.manifest = manifest
         self.name = manifest.name
-        self._load = load
         self._settings = settings
-        self._book = book
-        self._clock = clock
-        self._cond = threading.Condition()
-        self._state: State = "restarting"
-        self._proc: RunnerProcess | None = None
-        self._closing = threading.Event()
-        self._failures = 0
-        self._reason = ""
-        self._kv: tuple[int, int] = (0, 0)
-        self._discarded: dict[str, int] = {}
-        self._discarded_before: Counter[str] = Counter()
-        self._supervisor: threading.Thread | None = None
-        self._started_at = clock()
+        self._handle = RunnerHandle(self.name)
+        self._tally = KVTally()
+        self._supervisor = Supervisor(self._handle, load, settings, book, self._tally, clock)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the runner and load the model; :class:`ModelUnavailable` if the first load
         fails (a model asked for at start-up then stops the start-up)."""
-        self._book.update(self.name, state="starting", pid=None, stuck_since=None)
-        try:
-            proc = RunnerProcess.spawn(self.name, self._load, self._settings.load_timeout)
-        except LoadError as exc:
-            self._book.update(self.name, state="stopped", reason=exc.reason)
-            raise ModelUnavailable(self.name, exc.reason) from exc
-        self._adopt(proc)
-        self._book.update(self.name, state="ready", pid=proc.pid)
-        self._supervisor = threading.Thread(
-            target=self._supervise, name=f"supervise-{self.name}", daemon=True
-        )
         self._supervisor.start()
-
-    def _adopt(self, proc: RunnerProcess) -> None:
-        with self._cond:
-            self._proc = proc
-            self._state = "ready"
-            self._started_at = self._clock()
-            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop the runner (the model's memory goes with its process)."""
-        self._closing.set()
-        with self._cond:
-            self._state = "closed"
-            proc = self._proc
-            self._cond.notify_all()
-        if proc is not None:
-            proc.stop(Close(), timeout=self._settings.kill_deadline)
-        if self._supervisor is not None and self._supervisor is not threading.current_thread():
-            self._supervisor.join(timeout=self._settings.kill_deadline)
-        self._book.update(self.name, state="stopped", pid=None, probe_due=None, stuck_since=None)
-        log.info("runner_stopped", model=self.name)
+        self._supervisor.stop()
 
     @property
     def pid(self) -> int | None:
         """The runner's process id now (None while it restarts)."""
-        proc = self._proc
+        proc = self._handle.proc
         return proc.pid if proc is not None and not proc.exited.is_set() else None
-
-    # -- supervision -------------------------------------------------------------------------
-
-    def _supervise(self) -> None:
-        settings = self._settings
-        while not self._closing.is_set():
-            proc = self._proc
-            if proc is None:
-                return
-            if not proc.exited.wait(settings.probe_interval) and not self._closing.is_set():
-                self._probe(proc)
-            if self._closing.is_set():
-                return
-            if proc.exited.is_set():
-                gone = proc.gone or Gone("exited", "unknown")
-                if not self._recover(gone.reason, gone.kind):
-                    return
-
-    def _probe(self, proc: RunnerProcess) -> None:
-        deadline = self._settings.probe_deadline
-        rid, answers = proc.open()
-        self._book.update(self.name, probe_due=self._clock() + deadline)
-        try:
-            proc.send(Probe(rid))
-            try:
-                msg: Message | Gone | None = answers.get(timeout=deadline)
-            except queue.Empty:
-                msg = None
-        finally:
-            proc.forget(rid)
-        if isinstance(msg, Alive):
-            self._kv = (msg.kv_ram, msg.kv_disk)
-            self._discarded = msg.discarded
-            self._book.update(self.name, probe_due=None)
-            return
-        if isinstance(msg, Gone):
-            self._book.update(self.name, probe_due=None)
-            return
-        why = f"failed: {msg.message}" if isinstance(msg, Fail) else "gave no token"
-        reason = f"the liveness probe {why} within {deadline:g} s"
-        self._book.update(self.name, stuck_since=self._clock())
-        log.error("runner_unresponsive", model=self.name, pid=proc.pid, reason=reason)
-        if proc.kill(reason, "probe_timeout", self._settings.kill_deadline):
-            self._book.update(self.name, probe_due=None, stuck_since=None)
-        else:  # the watchdog stops being fed: systemd restarts the whole service
-            log.critical("runner_unkillable", model=self.name, pid=proc.pid)
-
-    def _recover(self, reason: str, kind: str) -> bool:
-        """Restart after a crash, with backoff; False when the model is failed (or closing)."""
-        settings = self._settings
-        if self._clock() - self._started_at >= settings.stable_after:
-            self._failures = 0
-        with self._cond:
-            self._state = "restarting"
-        log.error("runner_crashed", model=self.name, reason=reason, kind=kind)
-        self._book.crashed(self.name, kind, reason)
-        self._discarded_before.update(self._discarded)
-        self._discarded, self._kv = {}, (0, 0)
-        while True:
-            if self._failures >= len(settings.backoff):
-                self._fail(reason)
-                return False
-            delay = settings.backoff[self._failures]
-            self._failures += 1
-            if self._closing.wait(delay):
-                return False
-            try:
-                proc = RunnerProcess.spawn(self.name, self._load, settings.load_timeout)
-            except LoadError as exc:
-                reason = exc.reason
-                log.error("runner_restart_failed", model=self.name, reason=reason)
-                self._book.crashed(self.name, exc.kind, reason)
-                continue
-            if self._closing.is_set():
-                proc.stop(Close(), timeout=settings.kill_deadline)
-                return False
-            self._adopt(proc)
-            self._book.restarted(self.name, proc.pid)
-            log.info("runner_restarted", model=self.name, pid=proc.pid, attempt=self._failures)
-            return True
-
-    def _fail(self, reason: str) -> None:
-        with self._cond:
-            self._state = "failed"
-            self._reason = reason
-            self._cond.notify_all()
-        self._book.update(self.name, state="failed", pid=None)
-        log.error("model_failed", model=self.name, restarts=self._failures, reason=reason)
-
-    def _current(self) -> RunnerProcess:
-        """The live runner, waiting for a restart in progress."""
-        with self._cond:
-            while True:
-                if self._state == "failed":
-                    raise ModelFailed(self.name, self._failures, self._reason)
-                if self._state == "closed":
-                    raise ModelUnavailable(self.name, "the model was unloaded")
-                proc = self._proc
-                if self._state == "ready" and proc is not None and not proc.exited.is_set():
-                    return proc
-                self._cond.wait(0.5)
 
     # -- the engine interface ----------------------------------------------------------------
 
     @property
     def n_ctx(self) -> int:
         """Context size in tokens."""
-        proc = self._proc
+        proc = self._handle.proc
         return proc.ready.n_ctx if proc is not None else 0
 
     @property
     def parallel(self) -> int:
         """Generations the runner's engine decodes at once (the manager runs that many)."""
-        proc = self._proc
+        proc = self._handle.proc
         return proc.ready.parallel if proc is not None else 1
 
     @property
     def adapter_names(self) -> Sequence[str]:
         """Adapters a request may name."""
-        proc = self._proc
+        proc = self._handle.proc
         return tuple(proc.ready.adapter_names) if proc is not None else ()
 
     def _call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         while True:
-            proc = self._current()
+            proc = self._handle.current()
             rid, answers = proc.open()
             try:
                 if not proc.send(Call(rid, method, list(args))):
@@ -317,7 +156,7 @@ class RunnerEngine:
         """Stream the reply from the runner; cancelling crosses the process boundary."""
         wire = dataclasses.asdict(params)
         while True:
-            proc = self._current()
+            proc = self._handle.current()
             rid, answers = proc.open()
             message = Generate(
                 rid, list(prompt.tokens), list(prompt.stop), wire, conversation, adapter
@@ -345,8 +184,7 @@ class RunnerEngine:
                     )
                 elif isinstance(msg, End):
                     ended = True
-                    self._kv = (msg.kv_ram, msg.kv_disk)
-                    self._discarded = msg.discarded
+                    self._tally.report(msg.kv_ram, msg.kv_disk, msg.discarded)
                     return
                 elif isinstance(msg, Fail):
                     ended = True
@@ -361,20 +199,16 @@ class RunnerEngine:
 
     def kv_bytes(self) -> tuple[int, int]:
         """Stored KV bytes (RAM, disk), as the runner last reported them."""
-        return self._kv
+        return self._tally.bytes
 
     def kv_discarded(self) -> Mapping[str, int]:
         """KV files discarded since load, across runner restarts."""
-        total = Counter(self._discarded_before)
-        total.update(self._discarded)
-        return dict(total)
+        return self._tally.discarded()
 
     def drop_conversation(self, conversation: str) -> int:
         """Drop the conversation's states in the runner (0 if it is restarting: its RAM
         states died with it, and the daemon deletes the files itself)."""
-        with self._cond:
-            ready = self._state == "ready"
-        if not ready:
+        if not self._handle.is_ready():
             return 0
         try:
             return int(self._call("drop_conversation", conversation, timeout=_LOOP_CALL_TIMEOUT))
