@@ -9,7 +9,6 @@ browser request from another origin is refused.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from fastapi import Request
 from starlette.responses import PlainTextResponse
@@ -22,7 +21,7 @@ from .errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from .settings import ServerSettings
+from .settings import ServerSettings, is_loopback
 
 __all__ = ["KeyCheck", "MountGuard", "OriginCheck", "read_json_body"]
 
@@ -36,15 +35,6 @@ def _hostname(host: str) -> str:
         return host[1:].partition("]")[0]
     name, sep, port = host.rpartition(":")
     return name if sep and port.isdigit() and ":" not in name else host
-
-
-def _is_loopback(name: str) -> bool:
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 class KeyCheck:
@@ -79,7 +69,7 @@ class OriginCheck:
     def host_ok(self, host: str) -> bool:
         """Whether ``host`` (a Host header) names this daemon."""
         name = _hostname(host)
-        return self._any_host or _is_loopback(name) or name in self._hosts
+        return self._any_host or is_loopback(name) or name in self._hosts
 
     def origin_ok(self, origin: str, scheme: str, host: str) -> bool:
         """Whether a browser page at ``origin`` may call the daemon reached as ``host``."""

@@ -86,18 +86,9 @@ class PreloadFailed(StartupError):
         )
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(settings: Settings) -> None:
     """Refuse a non-loopback address without an API key."""
-    if not _is_loopback(settings.server.host) and settings.server.api_key is None:
+    if not settings.server.loopback and settings.server.api_key is None:
         raise UnsafeBindError(settings.server.host)
 
 

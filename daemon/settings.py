@@ -6,6 +6,7 @@ loading the rest of the daemon.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -41,12 +42,24 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "default_config_path",
+    "is_loopback",
     "load_settings",
 ]
 
 _APP = "personad"
 # Directories given as "~/..." mean the user's home, as in the README's examples.
 ExpandedPath = Annotated[Path, AfterValidator(Path.expanduser)]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address only reaches this machine (``localhost``, 127.0.0.0/8,
+    ``::1``): the one rule for binding without a key, the Host check and keyless pages."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_config_path() -> Path:
@@ -87,6 +100,11 @@ class ServerSettings(BaseModel):
         description="Web origins (scheme://host:port) whose pages may call the API; a request "
         "with another Origin header gets 403. The daemon's own origin is always allowed.",
     )
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``host`` only accepts connections from this machine."""
+        return is_loopback(self.host)
 
     @field_validator("api_key")
     @classmethod

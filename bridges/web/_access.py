@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -23,15 +22,6 @@ from ._invites import InviteBook
 __all__ = ["COOKIE", "Access", "Visitor"]
 
 COOKIE = "personad_web"
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -52,7 +42,7 @@ class Access:
         self._key = key.get_secret_value().encode() if key is not None else None
         self.invites = invites
         # Keyless loopback only: a daemon on loopback behind a reverse proxy has a key.
-        self.open = self._key is None and _loopback(server.host)
+        self.open = self._key is None and server.loopback
 
     def _owner_mark(self) -> str:
         if self._key is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 from importlib.resources import files
 from typing import Any
 
@@ -34,13 +33,6 @@ _HEADERS = {
 
 def _asset(name: str) -> str:
     return files("daemon._dashboard").joinpath(name).read_text(encoding="utf-8")
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _persona(p: PersonaSnapshot) -> dict[str, Any]:
@@ -75,7 +67,7 @@ class Dashboard:
         server = daemon.settings.server
         key = server.api_key
         self._key = key.get_secret_value().encode() if key is not None else None
-        self._open = self._key is None and _loopback(server.host)
+        self._open = self._key is None and server.loopback
 
     # -- access --------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import pytest
 
 from daemon import load_settings
 from daemon.errors import ConfigError
+from daemon.settings import ServerSettings, is_loopback
 
 
 def test_toml_then_environment(tmp_path: Path) -> None:
@@ -142,3 +143,23 @@ def test_a_bridge_password_in_the_config_file_is_refused_and_never_logged(tmp_pa
     cfg.write_text("")
     settings = load_settings(cfg, environ={"PERSONAD_BRIDGES__MATRIX__PASSWORD": "hunter2"})
     assert "hunter2" in settings.secret_values()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.1", True),
+        ("::1", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("::", False),
+        ("example.org", False),
+        ("localhost.example.org", False),
+    ],
+)
+def test_loopback_is_one_rule(host: str, loopback: bool) -> None:
+    """Only localhost and loopback addresses count as loopback, for every check that asks."""
+    assert is_loopback(host) is loopback
+    assert ServerSettings(host=host).loopback is loopback
