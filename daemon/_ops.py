@@ -1,4 +1,9 @@
-"""``personad service install`` and ``personad doctor``."""
+"""``personad service install`` and ``personad doctor``.
+
+Doctor never loads llama.cpp in its own process: what llama.cpp was built with and which
+devices it sees come from a short-lived probe process (``_devicequery``), so a GPU driver that
+crashes or hangs the query fails one line instead of doctor.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +22,8 @@ from rich.markup import escape
 
 from models import Catalog, atomic_path
 
+from ._devicequery import LlamaBuild, ProbeReport, query_devices
+from ._offload import DeviceProbe, EngineOptions, model_shape, plan_offload
 from ._server import PortUnavailable, bind_socket
 from ._systemd import (
     SYSTEM_CACHE_DIR,
@@ -27,13 +34,23 @@ from ._systemd import (
     render_unit,
     unit_path,
 )
-from .errors import ConfigError
+from .errors import ConfigError, DeviceQueryFailed
 from .settings import Settings, load_settings
 
-__all__ = ["Check", "doctor_cmd", "gpu_checks", "service_app"]
+__all__ = [
+    "Check",
+    "DeviceQuery",
+    "doctor_checks",
+    "doctor_cmd",
+    "gpu_checks",
+    "service_app",
+    "show_checks",
+]
 
 service_app = typer.Typer(help="Run personad as a systemd service.", no_args_is_help=True)
 _out = Console()
+# Asks llama.cpp for its build and devices (``query_devices`` runs a probe process).
+DeviceQuery = Callable[[], ProbeReport]
 Config = Annotated[Path | None, typer.Option("--config", "-c", help="personad config file.")]
 
 
@@ -106,29 +123,20 @@ class Check:
     fix: str = ""
 
 
-def _llama_checks() -> list[Check]:
-    try:
-        from .engine import build_info
-    except ImportError as exc:
-        return [
-            Check(
-                False,
-                f"llama.cpp: cannot be imported ({exc})",
-                "reinstall: pip install --force-reinstall llama-cpp-python",
-            )
-        ]
-    info = build_info()
-    system = str(info["system_info"])
+def _build_check(build: LlamaBuild) -> Check:
+    system = build.system_info.upper()
     backends = [
         b
         for b in ("CUDA", "METAL", "VULKAN", "ROCM", "HIP", "SYCL")
-        if f"{b} = 1" in system.upper() or f"{b} :" in system.upper()
+        if f"{b} = 1" in system or f"{b} :" in system
     ]
     offload = "GPU offload: " + (", ".join(backends) if backends else "CPU only")
-    blas = "BLAS" if "BLAS = 1" in system else "no BLAS"
-    return [
-        Check(True, f"llama.cpp: llama-cpp-python {info['llama_cpp_python']}, {offload}, {blas}")
-    ]
+    blas = "BLAS" if "BLAS = 1" in build.system_info else "no BLAS"
+    return Check(True, f"llama.cpp: llama-cpp-python {build.llama_cpp_python}, {offload}, {blas}")
+
+
+def _failed_query(exc: DeviceQueryFailed) -> Check:
+    return Check(False, exc.problem, exc.fix)
 
 
 def _gib(n: int) -> str:
@@ -136,14 +144,16 @@ def _gib(n: int) -> str:
 
 
 def gpu_checks(
-    settings: Settings, catalog: Catalog, probe: Callable[[], Sequence[Any]] | None = None
+    settings: Settings, catalog: Catalog, probe: DeviceProbe | None = None
 ) -> list[Check]:
-    """The devices llama.cpp sees, and per model its slots' KV cache and planned offload."""
+    """The devices llama.cpp sees, and per model its slots' KV cache and planned offload.
+
+    ``probe`` gives the devices; by default a probe process is asked (``query_devices``).
+    """
     try:
-        from .engine import EngineOptions, model_shape, plan_offload, probe_devices
-    except ImportError:
-        return []  # _llama_checks already says how to fix the installation
-    devices = list((probe or probe_devices)())
+        devices = list(probe()) if probe is not None else list(query_devices().devices)
+    except DeviceQueryFailed as exc:
+        return [_failed_query(exc)]
     found = ", ".join(
         f"{d.name} [{d.kind}] ({d.description}; {_gib(d.free)} free of {_gib(d.total)})"
         for d in devices
@@ -234,8 +244,12 @@ def _unit_check() -> Check:
     return Check(False, "service: no personad unit installed", "personad service install")
 
 
-def doctor_cmd(config: Config = None) -> None:
-    """Check the installation; each line says OK or how to fix it."""
+def doctor_checks(config: Path | None, query: DeviceQuery = query_devices) -> list[Check]:
+    """Every check of ``personad doctor``, in the order shown.
+
+    ``query`` asks llama.cpp for its build and devices; by default a probe process does, so
+    this process never loads llama.cpp (only runners do).
+    """
     checks: list[Check] = []
     try:
         settings = load_settings(config)
@@ -243,7 +257,12 @@ def doctor_cmd(config: Config = None) -> None:
     except ConfigError as exc:
         checks.append(Check(False, f"config: {exc}", "fix the file or variable it names"))
         settings = Settings.model_validate({})
-    checks += _llama_checks()
+    report: ProbeReport | None = None
+    try:
+        report = query()
+        checks.append(_build_check(report.build))
+    except DeviceQueryFailed as exc:
+        checks.append(_failed_query(exc))
     cfg = settings.models
     catalog = Catalog.load(cfg.dir, include_demo=cfg.include_demo)
     for entry in catalog.entries():
@@ -253,16 +272,28 @@ def doctor_cmd(config: Config = None) -> None:
             checks.append(
                 Check(False, f"model {entry.name}: {entry.error}", "fix or remove its manifest")
             )
-    checks += gpu_checks(settings, catalog)
-    checks += [
+    if report is not None:
+        checks += gpu_checks(settings, catalog, probe=lambda: report.devices)
+    return [
+        *checks,
         _port_check(settings),
         *_token_checks(settings),
         _data_check(settings),
         _unit_check(),
     ]
+
+
+def show_checks(checks: Sequence[Check]) -> int:
+    """Print one line per check; the exit status (1 when any check failed)."""
     for c in checks:
         mark = "[green]OK [/]" if c.ok else "[red]FIX[/]"
         fix = f" → {escape(c.fix)}" if not c.ok and c.fix else ""
         _out.print(f"{mark} {escape(c.what)}{fix}", soft_wrap=True)
-    if not all(c.ok for c in checks):
-        raise typer.Exit(1)
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def doctor_cmd(config: Config = None) -> None:
+    """Check the installation; each line says OK or how to fix it."""
+    code = show_checks(doctor_checks(config))
+    if code:
+        raise typer.Exit(code)

@@ -4,6 +4,7 @@
     ├── ConfigError(ValueError)              a config file, variable or secret is invalid
     ├── UnsafeBindError(ValueError)          non-loopback bind without an API key
     ├── QuantizeError(RuntimeError)          llama.cpp failed to quantize a model
+    ├── DeviceQueryFailed(RuntimeError)      the device query crashed, hung or printed no report
     └── RequestError                         a request that cannot be served (has .status)
         ├── InvalidRequest(ValueError)       400: bad parameters
         │   ├── PromptTooLong                400: prompt exceeds the context
@@ -34,6 +35,7 @@ from pathlib import Path
 __all__ = [
     "ConfigError",
     "DaemonError",
+    "DeviceQueryFailed",
     "ForeignOrigin",
     "HostNotAllowed",
     "InvalidRequest",
@@ -366,3 +368,16 @@ class QuantizeError(DaemonError, RuntimeError):
             f"llama.cpp could not quantize {src} to {qtype} (status {code}); "
             "check that the input is an F32/F16/BF16 GGUF"
         )
+
+
+class DeviceQueryFailed(DaemonError, RuntimeError):
+    """The process that asks llama.cpp for its devices crashed, hung or printed no report.
+
+    ``problem`` says which, with the last line the process wrote to stderr; ``fix`` what to do.
+    """
+
+    def __init__(self, problem: str, fix: str, detail: str = "") -> None:
+        self.problem = f"llama.cpp's device query {problem}" + (f": {detail}" if detail else "")
+        self.detail = detail
+        self.fix = fix
+        super().__init__(f"{self.problem}; {self.fix}")

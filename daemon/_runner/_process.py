@@ -6,7 +6,6 @@ import contextlib
 import itertools
 import os
 import queue
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import IO
 
 import structlog
 
+from .._exits import exit_reason
 from .protocol import Channel, Load, LoadFailed, Message, Ready
 
 __all__ = ["Gone", "LoadError", "RunnerProcess"]
@@ -42,18 +42,6 @@ class LoadError(Exception):
         self.reason = reason
         self.kind = kind
         super().__init__(reason)
-
-
-def _exit_reason(code: int | None) -> tuple[str, str]:
-    if code is None:
-        return "still running", "unknown"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"killed by {name}", name
-    return f"exited with status {code}", f"exit_{code}"
 
 
 class RunnerProcess:
@@ -128,7 +116,7 @@ class RunnerProcess:
             if isinstance(first, LoadFailed):
                 raise LoadError(first.message, "load_failed")
             said = f": {tail[-1]}" if tail else ""
-            reason, kind = _exit_reason(code)
+            reason, kind = exit_reason(code)
             raise LoadError(f"the runner {reason} while loading the model{said}", kind)
         runner = cls(model, proc, channel, first)
         runner.tail = tail
@@ -182,7 +170,7 @@ class RunnerProcess:
         if self._kill_reason is not None:
             reason, kind = self._kill_reason
         else:
-            reason, kind = _exit_reason(code)
+            reason, kind = exit_reason(code)
             if code != 0 and self.tail:
                 reason += f": {self.tail[-1]}"
         with self._lock:

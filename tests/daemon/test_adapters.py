@@ -63,6 +63,29 @@ def test_switching_adapters_per_request(demo_path: Path, adapters: dict[str, Pat
 
 
 @pytest.mark.parametrize("parallel", [1, 4])
+def test_no_adapter_means_the_manifest_s_own(
+    demo_path: Path, adapters: dict[str, Path], parallel: int
+) -> None:
+    """With an adapter in the manifest, a request naming none gets that adapter's output,
+    also after a request that switched to another adapter."""
+    manifest = ModelManifest(
+        name="alice",
+        path=demo_path,
+        context_length=512,
+        adapter=adapters["alice"],
+        adapters={"bob": adapters["bob"]},
+    )
+    m = LlamaModel(manifest, options=EngineOptions(parallel=parallel))
+    try:
+        before = _text(m, None)
+        bob = _text(m, "bob")
+        after = _text(m, None)
+    finally:
+        m.close()
+    assert before == after != bob
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
 def test_kv_states_are_kept_per_adapter(
     tmp_path: Path, demo_path: Path, adapters: dict[str, Path], parallel: int
 ) -> None:

@@ -1,0 +1,120 @@
+"""Prompts from chat messages (the model's template) or raw text, tokenized.
+
+Tokenizing only reads the vocabulary, so it is safe beside a running decode (llama.cpp's own
+server tokenizes on its HTTP threads too); the request handler calls these directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from .._types import Prompt
+from ..errors import InvalidRequest
+from ._chat import ControlToken, Segment, mark_messages, partition, split_marked, tokenize_parts
+
+__all__ = ["PromptBuilder", "control_tokens"]
+
+
+def control_tokens(llm: llama_cpp.Llama) -> list[ControlToken]:
+    """The tokens special parsing recognises, longest text first (llama.cpp's order)."""
+    vocab = llm._model.vocab
+    special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+    found = []
+    for token in range(llm.n_vocab()):
+        attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+        if not attr & special:
+            continue
+        try:
+            text = llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # no text a template could write
+        if text:
+            found.append(
+                ControlToken(
+                    token,
+                    text,
+                    lstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP),
+                    rstrip=bool(attr & llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP),
+                )
+            )
+    return sorted(found, key=lambda t: -len(t.text.encode("utf-8")))
+
+
+def _formatter(llm: llama_cpp.Llama, template: str | None) -> Jinja2ChatFormatter | None:
+    if not template:
+        return None
+    vocab = llm._model
+    eos, bos = llm.token_eos(), llm.token_bos()
+    return Jinja2ChatFormatter(
+        template=template,
+        eos_token=vocab.token_get_text(eos) if eos != -1 else "",
+        bos_token=vocab.token_get_text(bos) if bos != -1 else "",
+    )
+
+
+class PromptBuilder:
+    """Renders and tokenizes one model's prompts; needs only its vocabulary."""
+
+    def __init__(self, llm: llama_cpp.Llama, model: str, template: str | None) -> None:
+        self._llm = llm
+        self._model = model
+        self.formatter = _formatter(llm, template)
+        self._controls = control_tokens(llm) if self.formatter is not None else []
+
+    def _render(self, messages: list[dict[str, Any]]) -> Any:
+        if self.formatter is None:
+            raise InvalidRequest(
+                f"model {self._model!r} has no chat template: use /v1/completions, or "
+                "set chat_template in its manifest",
+                param="messages",
+            )
+        try:
+            return self.formatter(messages=messages)  # type: ignore[arg-type]
+        except Exception as exc:  # the template is user data: any Jinja error is a bad request
+            raise InvalidRequest(f"the chat template failed: {exc}", param="messages") from exc
+
+    def chat_prompt(self, messages: list[dict[str, Any]]) -> Prompt:
+        """Render ``messages`` with the model's chat template and tokenize the result.
+
+        Only the template's own text may hold control tokens: message text is tokenized with
+        special parsing off, so a user typing ``<|im_end|>`` gets those characters, not a turn
+        end (see ``_chat`` for how the two are told apart without changing the tokens).
+        """
+        rendered = self._render(messages)
+        marked_messages, marks = mark_messages(messages)
+        marked = self._render(marked_messages)
+        segments = split_marked(marked.prompt, marks, rendered.prompt)
+        if any(
+            isinstance(m.get("content"), str)
+            and any(c.text in m["content"] for c in self._controls)
+            for m in messages
+        ):
+            # A template may re-slice a message outside the markers (Qwen3 moves an assistant's
+            # reasoning): template text that the same template does not write for empty
+            # messages came from people, so it is never searched for control tokens.
+            blank = self._render([{**m, "content": ""} for m in messages]).prompt
+            segments = [
+                s if s.person or s.text in blank else Segment(s.text, True) for s in segments
+            ]
+        parts = partition(segments, self._controls)
+        bos = self._llm.token_bos()
+        # The formatter writes BOS as text itself (added_special); otherwise add it here.
+        prefix = [bos] if not rendered.added_special and bos != -1 else []
+        tokens = tokenize_parts(
+            parts,
+            lambda text: self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False),
+            prefix,
+        )
+        stop = rendered.stop
+        return Prompt(tokens=tokens, stop=(stop,) if isinstance(stop, str) else tuple(stop or ()))
+
+    def text_prompt(self, text: str) -> Prompt:
+        """Tokenize a raw prompt as is (with BOS, special tokens recognised).
+
+        The caller of /v1/completions writes the whole prompt, control tokens included, as
+        with llama-server: nobody else's text is in it.
+        """
+        return Prompt(tokens=self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True))
