@@ -2,10 +2,12 @@
 
 For every combination of flash attention (off/on), ``n_threads`` and ``n_threads_batch``
 (1..cores), a cold request is timed: a ~1,350-token chat never seen before (prompt
-evaluation), then 48 greedy tokens (decoding). The combinations run interleaved, round after
-round, so machine noise spreads over all of them; medians and spread are printed.
+evaluation), then 48 greedy tokens (decoding); then a follow-up in the same conversation
+(its state live: a persona's usual request), timed to its first token. The combinations run
+interleaved, round after round, so machine noise spreads over all of them; medians and
+spread are printed. ``--threads 1,2`` measures only that thread pair.
 
-    python bench/defaults.py [--rounds 5]
+    python bench/defaults.py [--rounds 5] [--threads N,M]
 """
 
 from __future__ import annotations
@@ -51,31 +53,49 @@ def chat(seed: int, n_lines: int = 60) -> list[dict[str, str]]:
     return msgs
 
 
-def run_once(model: LlamaModel, seed: int, n_tokens: int) -> tuple[float, float, int]:
-    """(seconds to first token, decode tok/s, prompt tokens) for one cold request."""
-    prompt = model.chat_prompt(chat(seed))
+def timed(
+    model: LlamaModel, messages: list[dict[str, str]], n_tokens: int
+) -> tuple[float, float, str]:
+    """(seconds to first token, decode tok/s, text) of one greedy request."""
+    prompt = model.chat_prompt(messages)
     params = GenerationParams(max_tokens=n_tokens, temperature=0.0, stop=("\x00",))
     start = time.perf_counter()
     first = None
     produced = 0
-    for piece in model.generate(prompt, params, threading.Event()):
+    text = ""
+    for piece in model.generate(prompt, params, threading.Event(), conversation="c"):
         if first is None:
             first = time.perf_counter()
+        text += piece.text
         if piece.finish_reason is not None:
             produced = piece.completion_tokens
     end = time.perf_counter()
     assert first is not None
-    return first - start, max(produced - 1, 1) / max(end - first, 1e-9), len(prompt.tokens)
+    return first - start, max(produced - 1, 1) / max(end - first, 1e-9), text
+
+
+def run_once(model: LlamaModel, seed: int, n_tokens: int) -> tuple[float, float, float]:
+    """(cold seconds to first token, decode tok/s, follow-up seconds to first token)."""
+    messages = chat(seed)
+    cold, tps, text = timed(model, messages, n_tokens)
+    reply = [{"role": "assistant", "content": text}, {"role": "user", "content": "and?"}]
+    follow = [*messages, *reply]
+    return cold, tps, timed(model, follow, 8)[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--threads", help="only this n_threads,n_threads_batch pair")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     threads = sorted({1, cores})
-    combos = list(itertools.product((False, True), threads, threads))
+    pairs = list(itertools.product(threads, threads))
+    if args.threads:
+        n, nb = (int(x) for x in args.threads.split(","))
+        pairs = [(n, nb)]
+    combos = [(fa, n, nb) for fa in (False, True) for n, nb in pairs]
     manifest = ModelManifest(name="demo", path=demo_model_path(), context_length=4096)
     models = {
         c: LlamaModel(
@@ -84,26 +104,25 @@ def main() -> None:
         )
         for c in combos
     }
-    ttft: dict[tuple[bool, int, int], list[float]] = {c: [] for c in combos}
-    rate: dict[tuple[bool, int, int], list[float]] = {c: [] for c in combos}
+    runs: dict[tuple[bool, int, int], list[tuple[float, float, float]]] = {c: [] for c in combos}
     seed = 0
-    n_prompt = 0
     for r in range(args.rounds + 1):
         for c in combos:
             seed += 1  # never the same prompt twice: every request is cold
-            first, tps, n_prompt = run_once(models[c], seed, args.tokens)
+            result = run_once(models[c], seed, args.tokens)
             if r > 0:  # round 0 warms caches and the page cache
-                ttft[c].append(first)
-                rate[c].append(tps)
+                runs[c].append(result)
+    n_prompt = len(next(iter(models.values())).chat_prompt(chat(0)).tokens)
     print(f"cores={cores} prompt_tokens={n_prompt} rounds={args.rounds}")
-    print("flash_attn n_threads n_threads_batch | cold TTFT s (median, min-max) | decode tok/s")
+    print("flash_attn threads/batch | cold TTFT s        | decode tok/s     | follow-up TTFT s")
     for c in combos:
-        t, d = ttft[c], rate[c]
-        print(
-            f"{'on ' if c[0] else 'off'}        {c[1]}         {c[2]}               | "
-            f"{statistics.median(t):.3f} ({min(t):.3f}-{max(t):.3f})"
-            f"            | {statistics.median(d):.1f} ({min(d):.1f}-{max(d):.1f})"
-        )
+        cols = []
+        for i, fmt in ((0, "{:.3f}"), (1, "{:.1f}"), (2, "{:.3f}")):
+            xs = [run[i] for run in runs[c]]
+            cols.append(
+                f"{fmt.format(statistics.median(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
+            )
+        print(f"{'on ' if c[0] else 'off'}        {c[1]}/{c[2]}      | " + " | ".join(cols))
     for model in models.values():
         model.close()
 

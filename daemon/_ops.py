@@ -172,7 +172,8 @@ def gpu_checks(
             Check(
                 True,
                 f"model {entry.name}: {opts.parallel} slots x {entry.context_length} tokens "
-                f"= {kv / (1 << 20):.0f} MiB KV cache; offload {plan.describe()}",
+                f"= {kv / (1 << 20):.0f} MiB KV cache; offload {plan.describe()}; "
+                f"flash attention {'on' if opts.flash_attn_for(plan) else 'off'}",
             )
         )
     return checks

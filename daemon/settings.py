@@ -158,10 +158,11 @@ class ModelsSettings(BaseModel):
         "holds a live KV cache of the model's context, so memory grows with slots x context "
         "(personad doctor prints it). 1 decodes one request at a time.",
     )
-    flash_attn: bool = Field(
-        True,
-        description="Use flash attention unless a manifest says otherwise (measured faster on "
-        "CPU too: bench/defaults.py).",
+    flash_attn: bool | Literal["auto"] = Field(
+        "auto",
+        description="Flash attention unless a manifest says otherwise; 'auto': on when layers "
+        "are offloaded to a GPU, off on the CPU (measured there: follow-ups 45 % slower with "
+        "it, cold prompts 10 % faster; bench/defaults.py).",
     )
     n_threads: int | None = Field(
         None,

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from models import DEFAULT_CONTEXT, ModelManifest, read_gguf_info, served_context
 
-from .._offload import DeviceProbe, EngineOptions, model_shape, plan_offload
+from .._offload import DeviceProbe, EngineOptions, OffloadPlan, model_shape, plan_offload
 from .._types import GenerationParams, Piece, Prompt
 from ..errors import ModelUnavailable
 from ._batch import BatchRequest, Trace
@@ -52,16 +52,16 @@ class KVSettings:
 
 
 def _llama_args(
-    manifest: ModelManifest, opts: EngineOptions, n_ctx: int, layers: int, parallel: int
+    manifest: ModelManifest, opts: EngineOptions, n_ctx: int, plan: OffloadPlan, parallel: int
 ) -> dict[str, Any]:
     """llama-cpp-python's ``Llama`` arguments for the model."""
     args: dict[str, Any] = {
         "model_path": str(manifest.path),
         "n_ctx": n_ctx,
         "n_batch": min(manifest.n_batch, n_ctx),
-        "n_gpu_layers": layers,
+        "n_gpu_layers": plan.layers,
         "main_gpu": manifest.main_gpu,
-        "flash_attn": opts.flash_attn,
+        "flash_attn": opts.flash_attn_for(plan),
         "verbose": False,
     }
     if opts.n_threads is not None:
@@ -124,9 +124,7 @@ class LlamaModel:
             kv_tokens=n_ctx * self.parallel,
             requested=opts.n_gpu_layers,
         )
-        self._llm = _load(
-            manifest, _llama_args(manifest, opts, n_ctx, self.offload.layers, self.parallel)
-        )
+        self._llm = _load(manifest, _llama_args(manifest, opts, n_ctx, self.offload, self.parallel))
         # llama.cpp may pad the context (to 256), but llama-cpp-python sizes its token buffer
         # by the requested value: the smaller of the two is the real limit.
         self.n_ctx: int = n_ctx if self.parallel > 1 else min(n_ctx, self._llm.n_ctx())
