@@ -48,9 +48,10 @@ class EngineOptions:
     batches).
     """
 
-    # "auto": on when layers go to a GPU, off on the CPU (bench/defaults.py: on a CPU it made
-    # follow-ups in a live conversation 45 % slower, cold prompts 10 % faster).
-    flash_attn: bool | Literal["auto"] = "auto"
+    # On by default, measured on a CPU too: faster decoding, cold prompts and batches of
+    # conversations; "auto" keeps it for GPU layers only (a follow-up's first token is faster
+    # without it on a CPU). bench/defaults.py and bench/concurrency.py.
+    flash_attn: bool | Literal["auto"] = True
     n_threads: int | None = None
     n_threads_batch: int | None = None
     # Sequences decoded together (slots); 1 keeps the single-sequence path.
