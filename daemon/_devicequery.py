@@ -9,7 +9,6 @@ prints one JSON document, a :class:`ProbeReport`; its shape is defined here, for
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
-from ._exits import exit_reason
+from ._children import child_env, exit_reason
 from ._offload import Device
 from .errors import DeviceQueryFailed, clip
 
@@ -104,16 +103,13 @@ def query_devices(
 
 def _run(argv: Sequence[str], timeout: float) -> tuple[bytes, bytes, int]:
     """The probe's stdout, stderr and exit status (negative: the signal that killed it)."""
-    env = dict(os.environ)
-    # The probe imports what this process can (the package from a source checkout, say).
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     try:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
+            env=child_env(),
         )
     except OSError as exc:
         raise DeviceQueryFailed("could not start", _GARBAGE_FIX, str(exc)) from exc

@@ -35,6 +35,7 @@ __all__ = [
     "read_state",
     "remove_partials",
     "state_file",
+    "state_key",
     "state_size",
     "write_state",
 ]
@@ -79,6 +80,12 @@ class StateHeader:
 def state_file(directory: Path, key: str) -> Path:
     """Where the state of ``key`` lives in an identity's directory."""
     return directory / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".kv")
+
+
+def state_key(conversation: str, adapter: str | None) -> str:
+    """The stored key of a conversation's state under ``adapter`` (a state is only valid
+    under the adapter it was computed with); ``conversation=""`` gives the adapter's prefix."""
+    return f"{adapter or ''}\x1f{conversation}"
 
 
 def conversation_of(key: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import queue
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from typing import IO
 
 import structlog
 
-from .._exits import exit_reason
+from .._children import child_env, exit_reason
 from .protocol import Channel, Load, LoadFailed, Message, Ready
 
 __all__ = ["Gone", "LoadError", "RunnerProcess"]
@@ -67,9 +66,7 @@ class RunnerProcess:
     def spawn(cls, model: str, load: Load, timeout: float) -> RunnerProcess:
         """Start a runner and load the model in it; :class:`LoadError` if that fails."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        # The runner imports what this process can (a factory from the tests, say).
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env = child_env()
         env["PYTHONUNBUFFERED"] = "1"
         try:
             proc = subprocess.Popen(

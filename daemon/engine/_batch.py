@@ -33,6 +33,7 @@ import llama_cpp
 import numpy as np
 import structlog
 
+from .._kvfiles import state_key
 from .._types import GenerationParams, Piece, stop_holdback
 from ._kvcache import KVCache, SavedState, common_prefix
 
@@ -61,15 +62,14 @@ class BatchRequest:
     tag: object = None
     # Set when the consumer stops reading (the generator was closed).
     abandoned: threading.Event = field(default_factory=threading.Event)
-    out: queue.SimpleQueue[Piece | BaseException | None] = field(default_factory=queue.SimpleQueue)
+    # Pieces until one with a finish reason, or the exception that ended the request.
+    out: queue.SimpleQueue[Piece | BaseException] = field(default_factory=queue.SimpleQueue)
 
     def pieces(self) -> Iterator[Piece]:
         """What the batcher produces for this request, until it is done."""
         try:
             while True:
                 item = self.out.get()
-                if item is None:
-                    return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
@@ -180,7 +180,6 @@ class Batcher:
                 except Exception as exc:  # one bad request fails alone
                     log.error("batch_admit_failed", error=str(exc))
                     req.out.put(exc)
-                    req.out.put(None)
             try:
                 self._step()
             except Exception as exc:  # a failed decode fails the requests in it, not the loop
@@ -192,7 +191,6 @@ class Batcher:
         with self._cond:
             for req in self._incoming:
                 req.out.put(RuntimeError("the model was unloaded"))
-                req.out.put(None)
             self._incoming.clear()
 
     def _sampler(self, params: GenerationParams, tokens: list[int]) -> Any:
@@ -238,39 +236,26 @@ class Batcher:
         tokens; otherwise an empty slot, else the one released longest ago, so that the live
         states of recent conversations stay for their next follow-up.
         """
-        prefix = {
-            i: common_prefix(held, req.tokens) if adapter == req.adapter else 0
-            for i in free
-            for adapter, held in (self._slots[i],)
-        }
+
+        def held(i: int) -> int:
+            adapter, tokens = self._slots[i]
+            return common_prefix(tokens, req.tokens) if adapter == req.adapter else 0
+
+        prefix = {i: held(i) for i in free}
         best = max(free, key=lambda i: (prefix[i], -i))
         if prefix[best] < self._min_gain:
             best = min(free, key=lambda i: (bool(self._slots[i][1]), self._released.get(i, -1), i))
         free.remove(best)
         return best, prefix[best]
 
-    def _stored(self, req: BatchRequest) -> tuple[SavedState, int] | None:
-        if self._kv is None:
-            return None
-        scope = f"{req.adapter or ''}\x1f"
-        best: tuple[SavedState, int] | None = None
-        if req.conversation is not None:
-            state = self._kv.get(scope + req.conversation)
-            if state is not None:
-                best = (state, common_prefix(state.tokens, req.tokens))
-        found = self._kv.best_prefix(req.tokens, scope)
-        if found is not None and (best is None or found[1] > best[1]):
-            state = self._kv.get(found[0])
-            if state is not None:
-                best = (state, found[1])
-        return best
-
     def _admit(self, req: BatchRequest, free: list[int]) -> None:
         seq_id, live = self._place(req, free)
         tokens = req.tokens
         from_store = False
         keep = live
-        stored = self._stored(req)
+        stored = (
+            self._kv.lookup(tokens, req.conversation, req.adapter) if self._kv is not None else None
+        )
         if stored is not None and stored[1] >= live + self._min_gain:
             state, n = stored
             llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
@@ -406,7 +391,7 @@ class Batcher:
         size = llama_cpp.llama_state_seq_get_size(self._ctx, seq.seq_id)
         buf = (ctypes.c_uint8 * size)()
         written = llama_cpp.llama_state_seq_get_data(self._ctx, buf, size, seq.seq_id)
-        key = f"{req.adapter or ''}\x1f{req.conversation}"
+        key = state_key(req.conversation, req.adapter)
         tokens = np.array(seq.held, dtype=np.intc)
         self._kv.put(SavedState(key, tokens, ctypes.string_at(buf, written)), drops=req.drops)
 
@@ -436,7 +421,6 @@ class Batcher:
         except (OSError, MemoryError) as exc:  # a cache failure never fails a request
             log.warning("kv_save_failed", error=str(exc))
         self._release(seq)
-        seq.req.out.put(None)
 
     def _end(self, seq: _Seq, exc: BaseException) -> None:
         """Fail ``seq``: its sequence is cleared, since a failed decode leaves it unknown."""
@@ -444,4 +428,3 @@ class Batcher:
         llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
         self._slots[seq.seq_id] = (None, [])
         seq.req.out.put(exc)
-        seq.req.out.put(None)

@@ -27,6 +27,7 @@ from .._kvfiles import (
     read_state,
     remove_partials,
     state_file,
+    state_key,
     state_size,
     write_state,
 )
@@ -210,6 +211,23 @@ class KVCache:
             n = common_prefix(held, tokens)
             if n and (best is None or n > best[1]):
                 best = (key, n)
+        return best
+
+    def lookup(
+        self, tokens: Sequence[int], conversation: str | None, adapter: str | None
+    ) -> tuple[SavedState, int] | None:
+        """The state to restore for ``tokens`` and how many of them it holds: the
+        conversation's own, or any other state of the same adapter sharing a longer prefix."""
+        best: tuple[SavedState, int] | None = None
+        if conversation is not None:
+            state = self.get(state_key(conversation, adapter))
+            if state is not None:
+                best = (state, common_prefix(state.tokens, tokens))
+        found = self.best_prefix(tokens, state_key("", adapter))
+        if found is not None and (best is None or found[1] > best[1]):
+            state = self.get(found[0])
+            if state is not None:
+                best = (state, found[1])
         return best
 
     def _keep(self, state: SavedState) -> None:

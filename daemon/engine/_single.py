@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from .._kvfiles import state_key
 from .._types import GenerationParams, Piece, Prompt, stop_holdback
 from ._kvcache import KVCache, SavedState, common_prefix
 from ._lora import set_adapters
@@ -182,37 +183,12 @@ class SingleSequence:
         live = common_prefix(llm.input_ids[: llm.n_tokens], tokens)
         if self._kv is None:
             return live, False
-        best = self._best_state(tokens, conversation, f"{adapter or ''}\x1f")
+        best = self._kv.lookup(tokens, conversation, adapter)
         if best is not None and best[1] >= live + self._min_gain:
             if self._restore(best[0]):
                 return min(best[1], len(tokens) - 1), True
             log.warning("kv_restore_failed", model=self._model)
         return min(live, max(len(tokens) - 1, 0)), False
-
-    def _best_state(
-        self, tokens: list[int], conversation: str | None, scope: str
-    ) -> tuple[SavedState, int] | None:
-        """The stored state sharing the longest prefix with ``tokens``, and that length.
-
-        ``scope`` is the adapter's: states are only valid under the adapter they were made with.
-        """
-        if self._kv is None:
-            return None
-        best: tuple[SavedState, int] | None = None
-        if conversation is not None:
-            state = self._kv.get(scope + conversation)
-            if state is not None:
-                best = (state, common_prefix(state.tokens, tokens))
-        found = self._kv.best_prefix(tokens, scope)
-        if (
-            found is not None
-            and (best is None or found[1] > best[1])
-            and (best is None or found[0] != best[0].key)
-        ):
-            state = self._kv.get(found[0])
-            if state is not None:
-                best = (state, found[1])
-        return best
 
     def _restore(self, state: SavedState) -> bool:
         llm = self._llm
@@ -232,7 +208,7 @@ class SingleSequence:
     def _save(self, conversation: str | None, drops: int) -> None:
         if self._kv is None or conversation is None:
             return
-        key = f"{self._active_adapter or ''}\x1f{conversation}"
+        key = state_key(conversation, self._active_adapter)
         llm = self._llm
         ctx = llm._ctx.ctx
         size = llama_cpp.llama_state_seq_get_size(ctx, 0)

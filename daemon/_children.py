@@ -1,10 +1,21 @@
-"""How a child process ended, in words: one wording for runners and the device probe."""
+"""The daemon's Python child processes (runners, the device probe): their environment, and
+how they ended, in words."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 
-__all__ = ["exit_reason"]
+__all__ = ["child_env", "exit_reason"]
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment for a ``python -m daemon...`` child, which imports what this
+    process can (the package from a source checkout, a test's factory)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
 
 
 def exit_reason(code: int | None) -> tuple[str, str]:
