@@ -174,14 +174,14 @@ def state_size(identity: str, key: str, n_tokens: int, nbytes: int) -> int:
 
 
 def write_state(
-    path: Path, identity: str, key: str, tokens: npt.NDArray[np.intc], data: bytes
+    path: Path, identity: str, key: str, tokens: npt.NDArray[np.intc], data: npt.NDArray[np.uint8]
 ) -> None:
     """Write a state atomically: a crash leaves a ``.partial``, never half a ``.kv`` file."""
-    head = _header(identity, key, len(tokens), len(data))
+    head = _header(identity, key, len(tokens), data.nbytes)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         fh.write(_MAGIC + _LENGTH.pack(len(head)) + head)
         fh.write(tokens.astype(_TOKEN).tobytes())
-        fh.write(data)
+        fh.write(data.data)
 
 
 def _size(path: Path) -> int:

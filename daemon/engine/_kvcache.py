@@ -67,12 +67,12 @@ class SavedState:
 
     key: str
     tokens: npt.NDArray[np.intc]
-    data: bytes
+    data: npt.NDArray[np.uint8]
 
     @property
     def nbytes(self) -> int:
         """Memory it takes."""
-        return len(self.data) + int(self.tokens.nbytes)
+        return int(self.data.nbytes) + int(self.tokens.nbytes)
 
 
 class KVCache:
@@ -156,7 +156,7 @@ class KVCache:
             self.disk.pop(key, None)
             self._discard(exc)
             return None
-        return SavedState(key, header.tokens, data)
+        return SavedState(key, header.tokens, np.frombuffer(data, dtype=np.uint8))
 
     def _drop_disk(self, key: str) -> None:
         entry = self.disk.pop(key, None)
@@ -170,7 +170,7 @@ class KVCache:
         if self.directory is None or self.disk_bytes <= 0:
             return
         self._drop_disk(state.key)  # the new state replaces it
-        size = state_size(self.identity, state.key, len(state.tokens), len(state.data))
+        size = state_size(self.identity, state.key, len(state.tokens), state.data.nbytes)
         if size > self.disk_bytes:
             return
         # Room first: the .partial being written counts against the budget too.

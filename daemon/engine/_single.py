@@ -9,7 +9,6 @@ adapters per request before the loop starts.
 from __future__ import annotations
 
 import codecs
-import ctypes
 import random
 import threading
 from collections.abc import Generator, Iterator, Mapping
@@ -24,6 +23,7 @@ from .._kvfiles import state_key
 from .._types import GenerationParams, Piece, Prompt, stop_holdback
 from ._kvcache import KVCache, SavedState, common_prefix
 from ._lora import set_adapters
+from ._seqstate import copy_in, copy_out
 
 log = structlog.get_logger("personad.engine")
 
@@ -196,8 +196,7 @@ class SingleSequence:
         mem = llama_cpp.llama_get_memory(ctx)
         if mem is not None:
             llama_cpp.llama_memory_clear(mem, True)
-        buf = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
-        if not llama_cpp.llama_state_seq_set_data(ctx, buf, len(state.data), 0):
+        if not copy_in(ctx, state.data, 0):
             llm.n_tokens = 0  # the context is empty now: evaluate from scratch
             return False
         n = len(state.tokens)
@@ -211,8 +210,5 @@ class SingleSequence:
         key = state_key(conversation, self._active_adapter)
         llm = self._llm
         ctx = llm._ctx.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
-        buf = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
         tokens = np.array(llm.input_ids[: llm.n_tokens], dtype=np.intc)
-        self._kv.put(SavedState(key, tokens, ctypes.string_at(buf, written)), drops=drops)
+        self._kv.put(SavedState(key, tokens, copy_out(ctx, 0)), drops=drops)

@@ -27,7 +27,8 @@ def _kv_file(kv_dir: Path, conversation: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     key = f"\x1f{conversation}"
     path = state_file(directory, key)
-    write_state(path, "0123456789abcdef", key, np.arange(4, dtype=np.intc), b"state")
+    state = np.frombuffer(b"state", dtype=np.uint8)
+    write_state(path, "0123456789abcdef", key, np.arange(4, dtype=np.intc), state)
     return path
 
 
