@@ -81,10 +81,10 @@ class Knobs:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser, n_ctx: int) -> None:
         """``--flash-attn/--no-flash-attn``, ``--threads``, ``--threads-batch``, ``--ctx``."""
-        # The defaults are personad's (and llama-cpp-python's, but for flash attention).
+        # The defaults are personad's on a CPU (flash attention "auto" is off there).
         cores = os.cpu_count() or 1
         flash = argparse.BooleanOptionalAction
-        parser.add_argument("--flash-attn", action=flash, default=True, help="default: on")
+        parser.add_argument("--flash-attn", action=flash, default=False, help="default: off")
         parser.add_argument(
             "--threads", type=int, default=max(cores // 2, 1), help="default: half the cores"
         )

@@ -48,10 +48,10 @@ class EngineOptions:
     batches).
     """
 
-    # On by default, measured on a CPU too: faster decoding, cold prompts and batches of
-    # conversations; "auto" keeps it for GPU layers only (a follow-up's first token is faster
-    # without it on a CPU). bench/defaults.py and bench/concurrency.py.
-    flash_attn: bool | Literal["auto"] = True
+    # "auto": on when layers go to a GPU, off on the CPU, where it made a follow-up's first
+    # token 50 % slower (bench/interleaved.py), batches of conversations 25 % and cold prompts
+    # 10 % faster (bench/concurrency.py, bench/defaults.py).
+    flash_attn: bool | Literal["auto"] = "auto"
     n_threads: int | None = None
     n_threads_batch: int | None = None
     # Sequences decoded together (slots); 1 keeps the single-sequence path.

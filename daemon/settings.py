@@ -159,10 +159,10 @@ class ModelsSettings(BaseModel):
         "(personad doctor prints it). 1 decodes one request at a time.",
     )
     flash_attn: bool | Literal["auto"] = Field(
-        True,
-        description="Flash attention unless a manifest says otherwise (measured on a CPU too: "
-        "decoding, cold prompts and batches faster, a follow-up's first token slower; "
-        "bench/defaults.py); 'auto': only when layers are offloaded to a GPU.",
+        "auto",
+        description="Flash attention unless a manifest says otherwise; 'auto': on when layers "
+        "are offloaded to a GPU, off on the CPU (measured there: a follow-up's first token 50 % "
+        "slower with it, batches 25 % and cold prompts 10 % faster; bench/interleaved.py).",
     )
     n_threads: int | None = Field(
         None,
