@@ -49,8 +49,7 @@ class EngineOptions:
     """
 
     # "auto": on when layers go to a GPU, off on the CPU, where it made a follow-up's first
-    # token 50 % slower (bench/interleaved.py), batches of conversations 25 % and cold prompts
-    # 10 % faster (bench/concurrency.py, bench/defaults.py).
+    # token 50 % slower (bench/interleaved.py) and cold prompts 5-10 % faster.
     flash_attn: bool | Literal["auto"] = "auto"
     n_threads: int | None = None
     n_threads_batch: int | None = None

@@ -162,7 +162,7 @@ class ModelsSettings(BaseModel):
         "auto",
         description="Flash attention unless a manifest says otherwise; 'auto': on when layers "
         "are offloaded to a GPU, off on the CPU (measured there: a follow-up's first token 50 % "
-        "slower with it, batches 25 % and cold prompts 10 % faster; bench/interleaved.py).",
+        "slower with it, cold prompts 5-10 % faster; bench/interleaved.py).",
     )
     n_threads: int | None = Field(
         None,

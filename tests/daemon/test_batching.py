@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from daemon._kvfiles import state_key
 from daemon._types import GenerationParams, Piece
 from daemon.engine import EngineOptions, KVSettings, LlamaModel
+from daemon.engine._kvcache import KVCache, SavedState
 from models import ModelManifest
 from tests.conftest import EOG_TOKENS, NO_EOS, make_settings, manifest_for, serve
 from tests.daemon.test_adapters import adapters  # noqa: F401  (the fixture)
@@ -333,5 +335,58 @@ def test_a_conversation_pushed_out_of_its_slot_is_restored(tmp_path: Path, demo_
         firsts = {i: _together(model, [i])[i] for i in range(5)}
         last = _follow_up(model, 0, firsts[0])[-1]
         assert last.cache_hit and last.cached_tokens > 100, last
+    finally:
+        model.close()
+
+
+def _count_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of every state put into any KV store from now on."""
+    puts: list[str] = []
+    real = KVCache.put
+
+    def put(self: KVCache, state: SavedState, *, drops: int | None = None) -> None:
+        puts.append(state.key)
+        real(self, state, drops=drops)
+
+    monkeypatch.setattr(KVCache, "put", put)
+    return puts
+
+
+def test_a_follow_up_right_away_needs_no_copy(
+    tmp_path: Path, demo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follow-up that comes before the loop has been idle long enough finds its state live,
+    and the reply's state is never copied to the store: the follow-up's supersedes it."""
+    monkeypatch.setattr("daemon.engine._batch.SAVE_WHEN_IDLE_S", 600.0)
+    puts = _count_puts(monkeypatch)
+    kv = KVSettings(tmp_path / "kv", ram_bytes=64 << 20, disk_bytes=0)
+    model = LlamaModel(manifest_for(demo_path, context_length=1024), kv, EngineOptions(parallel=2))
+    try:
+        first = _together(model, [0])[0]
+        last = _follow_up(model, 0, first)[-1]
+        assert puts == []
+        assert not last.cache_hit and last.cached_tokens > 100, last
+    finally:
+        model.close()
+    assert len(puts) == 1  # the follow-up's state, copied at close
+
+
+def test_an_idle_loop_copies_finished_states_to_the_store(
+    tmp_path: Path, demo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the loop has been idle for SAVE_WHEN_IDLE_S, a finished reply's state is copied to
+    the store without anything else happening."""
+    monkeypatch.setattr("daemon.engine._batch.SAVE_WHEN_IDLE_S", 0.01)
+    puts = _count_puts(monkeypatch)
+    kv = KVSettings(tmp_path / "kv", ram_bytes=64 << 20, disk_bytes=0)
+    model = LlamaModel(manifest_for(demo_path, context_length=1024), kv, EngineOptions(parallel=2))
+    try:
+        _together(model, [0])
+        deadline = threading.Event()
+        for _ in range(600):  # up to a minute on a loaded machine; done in ~0.1 s here
+            if puts:
+                break
+            deadline.wait(0.1)
+        assert puts == [state_key("c0", None)], puts
     finally:
         model.close()
