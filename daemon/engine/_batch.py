@@ -290,7 +290,6 @@ class Batcher:
         if stored is not None and stored[1] >= live + self._min_gain:
             state, n = stored
             llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
-            # llama.cpp copies from the bytes themselves: no 30 MB copy on the way in.
             if copy_in(self._ctx, state.data, seq_id):
                 keep, from_store = n, True
             else:
@@ -452,7 +451,7 @@ class Batcher:
     def _end(self, seq: _Seq, exc: BaseException) -> None:
         """Fail ``seq``: its sequence is cleared, since a failed decode leaves it unknown."""
         self._release(seq)
-        del self._unsaved[seq.seq_id]
+        del self._unsaved[seq.seq_id]  # nothing worth keeping in the slot
         llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
         self._slots[seq.seq_id] = (None, [])
         seq.req.out.put(exc)
