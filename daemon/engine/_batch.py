@@ -14,13 +14,12 @@ runs the step loop. Each step it
 4. decodes it, samples each sequence that produced logits with its own sampler chain, and
    hands text to its request; finished sequences free their slot.
 
-A finished sequence's KV state stays live in its slot and is copied to the store later:
-between steps while every active sequence is past its first token, after the loop has been
-idle for ``SAVE_WHEN_IDLE_S``, before the slot goes to another conversation, or at close. A
-copy takes ~20 ms for a 2,000-token state; made at the end of a step it would hold back every
-other sequence's next token (at the end of a burst, the last replies); made as soon as the
-loop is idle, it would hold back the follow-up that often comes right away, which needs no
-copy at all (its own state supersedes it).
+A sequence that finishes while no other is active has its KV state copied to the store
+before its reply ends. One that finishes while others decode keeps its state live in its
+slot, and the copy comes later: between steps once every active sequence is past its first
+token, when the loop is idle, before the slot goes to another conversation, or at close. A
+copy takes ~20 ms for a 2,000-token state; made at once it would hold back every other
+sequence's next token (at the end of a burst, the last replies wait for all the copies).
 
 Cancellation, stop strings, logit bias, seeds and limits are per request, as in the
 single-sequence path.
@@ -44,7 +43,7 @@ from .._types import GenerationParams, Piece, stop_holdback
 from ._kvcache import KVCache, SavedState, common_prefix
 from ._seqstate import copy_in, copy_out
 
-__all__ = ["SAVE_WHEN_IDLE_S", "BatchRequest", "Batcher", "Trace"]
+__all__ = ["BatchRequest", "Batcher", "Trace"]
 
 log = structlog.get_logger("personad.batch")
 
@@ -53,8 +52,6 @@ Trace = Callable[[object, int, int, float], None]
 # Bias at or beyond +-100 means force/ban (OpenAI); finite, so softmax stays defined.
 _FORCE = 1e9
 _PENALTY_LAST_N = 64
-# How long the loop waits, idle, before copying a finished reply's state to the store.
-SAVE_WHEN_IDLE_S = 0.5
 
 
 @dataclass(eq=False)
@@ -178,19 +175,14 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                idle = False
-                while not (self._closing or self._incoming or self._active):
-                    if not self._unsaved:
-                        self._cond.wait()
-                    elif not self._cond.wait(timeout=SAVE_WHEN_IDLE_S):
-                        idle = True
-                        break
+                while not (self._closing or self._incoming or self._active or self._unsaved):
+                    self._cond.wait()
                 if self._closing:
                     break
                 free = [i for i in self._slots if all(s.seq_id != i for s in self._active)]
                 admit = self._incoming[: len(free)]
                 del self._incoming[: len(admit)]
-            if idle:  # nothing came: store one state, look again
+            if not admit and not self._active:  # nothing to decode: store one state, look again
                 self._save(next(iter(self._unsaved)))
                 continue
             for req in admit:
@@ -437,6 +429,9 @@ class Batcher:
     def _finish(self, seq: _Seq, reason: str) -> None:
         if reason != "stop":
             seq.text += seq.decoder.decode(b"", final=True)
+        self._release(seq)
+        if not self._active:  # nobody else waits: the store has the state when the reply ends
+            self._save(seq.seq_id)
         seq.req.out.put(
             Piece(
                 seq.text,
@@ -446,7 +441,6 @@ class Batcher:
                 cache_hit=seq.from_store,
             )
         )
-        self._release(seq)  # its state is saved later (see the module's docstring)
 
     def _end(self, seq: _Seq, exc: BaseException) -> None:
         """Fail ``seq``: its sequence is cleared, since a failed decode leaves it unknown."""

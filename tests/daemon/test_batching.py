@@ -352,41 +352,34 @@ def _count_puts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return puts
 
 
-def test_a_follow_up_right_away_needs_no_copy(
+def test_a_reply_ending_alone_is_stored_when_it_ends(
     tmp_path: Path, demo_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A follow-up that comes before the loop has been idle long enough finds its state live,
-    and the reply's state is never copied to the store: the follow-up's supersedes it."""
-    monkeypatch.setattr("daemon.engine._batch.SAVE_WHEN_IDLE_S", 600.0)
-    puts = _count_puts(monkeypatch)
-    kv = KVSettings(tmp_path / "kv", ram_bytes=64 << 20, disk_bytes=0)
-    model = LlamaModel(manifest_for(demo_path, context_length=1024), kv, EngineOptions(parallel=2))
-    try:
-        first = _together(model, [0])[0]
-        last = _follow_up(model, 0, first)[-1]
-        assert puts == []
-        assert not last.cache_hit and last.cached_tokens > 100, last
-    finally:
-        model.close()
-    assert len(puts) == 1  # the follow-up's state, copied at close
-
-
-def test_an_idle_loop_copies_finished_states_to_the_store(
-    tmp_path: Path, demo_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Once the loop has been idle for SAVE_WHEN_IDLE_S, a finished reply's state is copied to
-    the store without anything else happening."""
-    monkeypatch.setattr("daemon.engine._batch.SAVE_WHEN_IDLE_S", 0.01)
+    """A reply that ends while no other sequence decodes has its state in the store by the
+    time its last piece arrives."""
     puts = _count_puts(monkeypatch)
     kv = KVSettings(tmp_path / "kv", ram_bytes=64 << 20, disk_bytes=0)
     model = LlamaModel(manifest_for(demo_path, context_length=1024), kv, EngineOptions(parallel=2))
     try:
         _together(model, [0])
-        deadline = threading.Event()
-        for _ in range(600):  # up to a minute on a loaded machine; done in ~0.1 s here
-            if puts:
+        assert puts == [state_key("c0", None)]
+    finally:
+        model.close()
+
+
+def test_replies_ending_together_are_all_stored(
+    tmp_path: Path, demo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replies that end in the same step are all stored, the ones whose copy waited included."""
+    puts = _count_puts(monkeypatch)
+    kv = KVSettings(tmp_path / "kv", ram_bytes=64 << 20, disk_bytes=0)
+    model = LlamaModel(manifest_for(demo_path, context_length=1024), kv, EngineOptions(parallel=2))
+    try:
+        _together(model, [0, 1])
+        for _ in range(600):  # up to a minute on a loaded machine; done at once here
+            if len(puts) == 2:
                 break
-            deadline.wait(0.1)
-        assert puts == [state_key("c0", None)], puts
+            threading.Event().wait(0.1)
+        assert sorted(puts) == sorted(state_key(f"c{i}", None) for i in (0, 1)), puts
     finally:
         model.close()
