@@ -183,7 +183,7 @@ class Batcher:
                 admit = self._incoming[: len(free)]
                 del self._incoming[: len(admit)]
             if not admit and not self._active:  # nothing to decode: store one state, look again
-                self._save(next(iter(self._unsaved)))
+                self._save_oldest()
                 continue
             for req in admit:
                 try:
@@ -198,7 +198,7 @@ class Batcher:
                 for seq in list(self._active):
                     self._end(seq, exc)
             if self._unsaved and self._active and all(s.steps > 0 for s in self._active):
-                self._save(next(iter(self._unsaved)))  # nobody waits for a first token
+                self._save_oldest()  # nobody waits for a first token
         for seq in list(self._active):
             self._finish(seq, "cancelled")
         for seq_id in list(self._unsaved):  # a restart finds them
@@ -266,10 +266,8 @@ class Batcher:
     def _admit(self, req: BatchRequest, free: list[int]) -> None:
         seq_id, live = self._place(req, free)
         owner = self._unsaved.get(seq_id)
-        if owner is not None and (owner.conversation, owner.adapter) == (
-            req.conversation,
-            req.adapter,
-        ):
+        mine = (req.conversation, req.adapter)
+        if owner is not None and (owner.conversation, owner.adapter) == mine:
             del self._unsaved[seq_id]  # its continuation's state supersedes it
         else:
             self._save(seq_id)  # before the slot's sequence is overwritten
@@ -404,6 +402,9 @@ class Batcher:
             self._finish(seq, "length")
             return
         seq.todo.append(token)
+
+    def _save_oldest(self) -> None:
+        self._save(next(iter(self._unsaved)))
 
     def _save(self, seq_id: int) -> None:
         """Copy the unsaved state in slot ``seq_id``, if any, to the store."""
