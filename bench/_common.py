@@ -201,7 +201,7 @@ def personad_serve(workdir: Path, knobs: Knobs, env: Mapping[str, str]) -> Itera
 
 
 def history(i: int, lines: int = 60) -> list[dict[str, str]]:
-    """A distinct long chat (about 22 tokens a line; ~1,350 tokens at 60) for conversation i."""
+    """A distinct long chat for conversation i: ~32 tokens a line (~1,350 at 42, ~1,900 at 60)."""
     topic = TOPICS[i % len(TOPICS)]
     msgs = [{"role": "system", "content": f"You are Robin, chatting with friend number {i}."}]
     for j in range(lines):

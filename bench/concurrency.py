@@ -1,30 +1,31 @@
 """Many conversations at once: personad's continuous batching against llama.cpp's llama-server.
 
-K conversations (K = 1, 4, 8) of ~1,350 tokens each (--lines 60) are primed one by one (so
-both servers hold their KV state), then K follow-ups are sent at once. Measured per K and
-server: aggregate completion tok/s (all tokens / wall time), time to first token median and
-max, and the cold time to first token of the priming requests (a ~1,350-token prompt never
-seen). Every server gets the same slots, threads, flash attention and per-slot context
-(printed).
+K conversations (K = 1, 4, 8) of ~1,350 tokens each (--lines 42) are primed one by one (so
+both servers hold their KV state), then K follow-ups are sent at once, --rounds times (each
+round's follow-up is new text). Measured per K and server: aggregate completion tok/s (all
+tokens / wall time) and time to first token median and max of each burst, and the cold time
+to first token of each priming request (a ~1,350-token prompt never seen). Every server gets
+the same slots, threads, flash attention and per-slot context (printed).
 
-personad runs as users run it (`python -m daemon serve`, the model preloaded, queue_size 64):
-row "personad" (now) has --slots slots and the runner process on. In the same repeat, each on
-a fresh data dir, run also: "single" (1 slot, runner on, K = 1: the single stream the largest K
-is compared to), "before" (1 slot, the model inside the daemon, K = 1: the state before the
-change, for the K = 1 row's now/before) and llama-server. The order of the servers rotates
-from one repeat to the next. llama-server is built once from the llama.cpp that
-llama-cpp-python vendors, into ~/.cache/personad/bench (the build time is printed); it is
-never part of the test command.
+personad runs as users run it (`python -m daemon serve`, the model preloaded, queue_size 64).
+The servers of a repeat are all up at once, each on a fresh data dir: "personad" (now:
+--slots slots, the runner process on), "single" (1 slot, runner on, K = 1: the single stream
+the largest K is compared to), "before" (1 slot, the model inside the daemon, K = 1: the state
+before the change) and llama-server. Primings and bursts alternate between the servers, in an
+order that rotates, so every ratio pairs two measurements taken a few seconds apart on this
+noisy machine. llama-server is built once from the llama.cpp that llama-cpp-python vendors,
+into ~/.cache/personad/bench (the build time is printed); it is never part of the test
+command.
 
-Prints each run, then per K and server the median and spread (min-max) over repeats of every
-measure, and the ratios (medians of the repeats' paired ratios, with their spread):
+Prints each burst, then per K and server the median and spread (min-max) of every measure,
+and the ratios (medians of the paired ratios, with their spread and count):
 K = 1 now/before (tok/s >= 1.0 and TTFT <= 1.0: no worse than before), K = 8 aggregate /
 llama-server's (>= 1.0), K = 8 aggregate / personad single stream (>= 1.4), K = 8 TTFT max /
 (2 x llama-server's) (<= 1.0), cold TTFT / llama-server's (<= 1.05: within 5 %). K = 8 stands
 for the largest K given.
 
-    python bench/concurrency.py [--ks 1,4,8] [--slots 8] [--repeats 2] [--lines 60]
-                                [--no-llama-server]
+    python bench/concurrency.py [--ks 1,4,8] [--slots 8] [--repeats 2] [--rounds 3]
+                                [--lines 42] [--no-llama-server]
                                 [--flash-attn/--no-flash-attn] [--threads N] [--threads-batch N]
 """
 
@@ -39,8 +40,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ LL_EXTRA = {"ignore_eos": True, "cache_prompt": True}
 CACHE = Path.home() / ".cache" / "personad" / "bench"
 # One row of results: aggregate tok/s, TTFT median and max, cold TTFT.
 Row = dict[str, float]
-METRICS = (("tok_s", ".1f"), ("ttft_median", ".3f"), ("ttft_max", ".3f"), ("cold_ttft", ".3f"))
+METRICS = (("tok_s", ".1f"), ("ttft_median", ".3f"), ("ttft_max", ".3f"))
 
 
 def stream(url: str, messages: list[dict[str, str]], extra: dict[str, Any]) -> float:
@@ -75,17 +76,23 @@ def stream(url: str, messages: list[dict[str, str]], extra: dict[str, Any]) -> f
         return stream_chat(client, body)[0]
 
 
-def round_at_once(url: str, k: int, extra: dict[str, Any], tag: str, lines: int) -> Row:
-    """Prime k conversations one by one, then send k follow-ups together."""
-    cold = [
-        stream(url, history(i, lines), {**extra, "conversation": f"{tag}-{i}", "max_tokens": 8})
-        for i in range(k)
-    ]
+def prime(url: str, k: int, i: int, extra: dict[str, Any], lines: int) -> float:
+    """Seconds to the first token of the i-th of k conversations' history, never seen before
+    (every K has chats of its own)."""
+    return stream(
+        url, history(100 * k + i, lines), {**extra, "conversation": f"k{k}-{i}", "max_tokens": 8}
+    )
+
+
+def burst(url: str, k: int, extra: dict[str, Any], lines: int, turn: int) -> Row:
+    """Send a follow-up to each of k primed conversations at once; ``turn`` makes each
+    round's follow-up new text, so every round evaluates it afresh."""
     results: dict[int, float] = {}
 
     def one(i: int) -> None:
-        follow = [*history(i, lines), {"role": "user", "content": "And what else?"}]
-        results[i] = stream(url, follow, {**extra, "conversation": f"{tag}-{i}"})
+        ask = {"role": "user", "content": f"And what else, take {turn + 1}?"}
+        chat = [*history(100 * k + i, lines), ask]
+        results[i] = stream(url, chat, {**extra, "conversation": f"k{k}-{i}"})
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(k)]
     start = time.perf_counter()
@@ -99,7 +106,6 @@ def round_at_once(url: str, k: int, extra: dict[str, Any], tag: str, lines: int)
         "tok_s": k * MAX_TOKENS / wall,
         "ttft_median": statistics.median(ttfts),
         "ttft_max": max(ttfts),
-        "cold_ttft": statistics.median(cold),
     }
 
 
@@ -172,26 +178,54 @@ class Setup:
     slots: int
     knobs: Knobs
     lines: int
+    rounds: int
     binary: Path | None
 
 
-def one_repeat(rep: int, setup: Setup, rows: Rows) -> None:
-    """Every server once, in an order rotated by ``rep``, each on a fresh data dir."""
+@dataclass
+class Results:
+    """Bursts (one row per round) and cold primings (one row per conversation), appended in
+    the same order for every server, so the n-th rows of two servers ran side by side."""
+
+    bursts: Rows = field(default_factory=dict)
+    colds: Rows = field(default_factory=dict)
+
+
+def one_repeat(rep: int, setup: Setup, results: Results) -> None:
+    """Every server up at once, each on a fresh data dir; per K, the primings and then the
+    bursts alternate between them, in an order that rotates, so that a slow minute of the
+    machine falls on all of them."""
     knobs, slots, binary = setup.knobs, setup.slots, setup.binary
     servers: dict[str, Callable[[Path], AbstractContextManager[str]]] = {
+        "personad": lambda d: personad_serve(d, knobs, personad_env(slots, runner=True)),
         "single": lambda d: personad_serve(d, knobs, personad_env(1, runner=True)),
         "before": lambda d: personad_serve(d, knobs, personad_env(1, runner=False)),
-        "personad": lambda d: personad_serve(d, knobs, personad_env(slots, runner=True)),
     }
     if binary is not None:
         servers["llama-server"] = lambda _: llama_server(binary, slots, knobs)
-    for name in rotated(list(servers), rep):
-        extra = LL_EXTRA if name == "llama-server" else {"logit_bias": NO_EOS}
-        with tempfile.TemporaryDirectory() as tmp, servers[name](Path(tmp)) as url:
-            for k in [1] if name in ("single", "before") else setup.ks:
-                r = round_at_once(url, k, extra, f"k{k}", setup.lines)
-                rows.setdefault((name, k), []).append(r)
-                print(f"  {name} K={k}: " + ", ".join(f"{m} {v:.3f}" for m, v in r.items()))
+    with ExitStack() as stack:
+        urls = {
+            name: stack.enter_context(
+                start(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            )
+            for name, start in servers.items()
+        }
+        for k in setup.ks:
+            names = [n for n in urls if k == 1 or n not in ("single", "before")]
+            for i in range(k):
+                for name in rotated(names, rep + i):
+                    cold = prime(urls[name], k, i, extra_for(name), setup.lines)
+                    results.colds.setdefault((name, k), []).append({"cold_ttft": cold})
+            for turn in range(setup.rounds):
+                for name in rotated(names, rep + turn):
+                    r = burst(urls[name], k, extra_for(name), setup.lines, turn)
+                    results.bursts.setdefault((name, k), []).append(r)
+                    print(f"  {name} K={k}: " + ", ".join(f"{m} {v:.3f}" for m, v in r.items()))
+
+
+def extra_for(name: str) -> dict[str, Any]:
+    """What each server needs to generate MAX_TOKENS tokens and keep its prompt cache."""
+    return LL_EXTRA if name == "llama-server" else {"logit_bias": NO_EOS}
 
 
 def check(
@@ -202,8 +236,8 @@ def check(
     goal: str,
     scale: float = 1.0,
 ) -> None:
-    """Print the repeats' paired ratios a / (scale x b) of ``key`` (median and spread)
-    against ``goal`` (">= 1.4", "<= 1.0")."""
+    """Print the paired ratios a / (scale x b) of ``key`` (median and spread) against
+    ``goal`` (">= 1.4", "<= 1.0"); pairs are rows that ran side by side."""
     a, b = pair
     if a not in rows or b not in rows:
         print(f"{label}: n/a ({a[0] if a not in rows else b[0]} K={b[1]} not run)")
@@ -211,17 +245,21 @@ def check(
     paired = [x[key] / (scale * y[key]) for x, y in zip(rows[a], rows[b], strict=True)]
     med, (op, bound) = statistics.median(paired), goal.split()
     ok = med >= float(bound) if op == ">=" else med <= float(bound)
-    print(f"{label}: {spread(paired)} (goal {goal}) -> {'OK' if ok else 'MISSED'}")
+    print(
+        f"{label}: {spread(paired)} over {len(paired)} (goal {goal}) -> {'OK' if ok else 'MISSED'}"
+    )
 
 
-def report(rows: Rows, ks: list[int]) -> None:
+def report(results: Results, ks: list[int]) -> None:
     """Medians and spreads of every row; the ratios with their goals."""
+    rows, colds = results.bursts, results.colds
     print("personad = --slots slots, runner on (now); single = 1 slot, runner on; "
           "before = 1 slot, runner off")  # fmt: skip
     print("K  server        agg tok/s med (min-max)  TTFT med s (min-max)  TTFT max s (min-max)  "
           "cold s (min-max)")  # fmt: skip
     for (name, k), runs in sorted(rows.items(), key=lambda item: (item[0][1], item[0][0])):
         cols = [spread([r[m] for r in runs], f) for m, f in METRICS]
+        cols.append(spread([r["cold_ttft"] for r in colds[name, k]]))
         print(f"{k}  {name:12s}  " + "  ".join(f"{c:20s}" for c in cols).rstrip())
     top = max(ks)
     k1 = (("personad", 1), ("before", 1))
@@ -232,27 +270,28 @@ def report(rows: Rows, ks: list[int]) -> None:
     single = (("personad", top), ("single", 1))
     check(rows, f"K={top} agg tok/s / personad single stream", single, "tok_s", ">= 1.4")
     check(rows, f"K={top} TTFT max / (2 x llama-server's)", ll, "ttft_max", "<= 1.0", scale=2.0)
-    check(rows, f"K={top} cold TTFT / llama-server's", ll, "cold_ttft", "<= 1.05")
+    check(colds, f"K={top} cold TTFT / llama-server's", ll, "cold_ttft", "<= 1.05")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ks", default="1,4,8")
     parser.add_argument("--slots", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--lines", type=int, default=60, help="chat lines, ~22 tokens each")
+    parser.add_argument("--repeats", type=int, default=2, help="fresh servers each")
+    parser.add_argument("--rounds", type=int, default=3, help="bursts per K and repeat")
+    parser.add_argument("--lines", type=int, default=42, help="chat lines, ~32 tokens each")
     parser.add_argument("--no-llama-server", action="store_true", help="personad only")
     Knobs.add_arguments(parser, N_CTX)
     args = parser.parse_args()
     binary = None if args.no_llama_server else build_llama_server()
     ks = [int(k) for k in args.ks.split(",")]
-    setup = Setup(ks, args.slots, Knobs.from_args(args), args.lines, binary)
+    setup = Setup(ks, args.slots, Knobs.from_args(args), args.lines, args.rounds, binary)
     print(f"slots={setup.slots} {setup.knobs.describe()} (n_ctx per slot), {args.lines} lines")
-    rows: Rows = {}
-    for rep in range(args.repeats):  # interleaved: noise spreads over every server
-        one_repeat(rep, setup, rows)
+    results = Results()
+    for rep in range(args.repeats):
+        one_repeat(rep, setup, results)
         print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
-    report(rows, ks)
+    report(results, ks)
 
 
 if __name__ == "__main__":
