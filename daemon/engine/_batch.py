@@ -5,14 +5,15 @@ runs the step loop. Each step it
 
 1. admits waiting requests into free slots: the slot's sequence is filled from the
    conversation's stored KV state (``llama_state_seq_set_data`` into that sequence id) or
-   from what the slot still holds, and trimmed to the prompt's common prefix;
+   from what the slot still holds, and trimmed to the prompt's common prefix; the slots
+   are chosen so that the active ones stay consecutive (``_slots``);
 2. picks one adapter group (LoRA adapters apply to a whole context in llama.cpp, so requests
    with different adapters take turns, one step each, round robin);
 3. builds one batch: one token for every decoding sequence of that group, then chunks of
    newcomers' prompts (at most ``prefill_chunk`` tokens each while others decode, so a long
    prompt does not stall them);
 4. decodes it, samples each sequence that produced logits with its own sampler chain, and
-   hands text to its request; finished sequences free their slot.
+   hands the text to the requests once all are sampled; finished sequences free their slot.
 
 A sequence that finishes while no other is active has its KV state copied to the store
 before its reply ends. One that finishes while others decode keeps its state live in its
@@ -30,7 +31,7 @@ from __future__ import annotations
 import codecs
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from .._kvfiles import state_key
 from .._types import GenerationParams, Piece, stop_holdback
 from ._kvcache import KVCache, SavedState, common_prefix
 from ._seqstate import copy_in, copy_out
+from ._slots import Newcomer, place
 
 __all__ = ["BatchRequest", "Batcher", "Trace"]
 
@@ -151,6 +153,8 @@ class Batcher:
         self._unsaved: dict[int, BatchRequest] = {}
         self._releases = 0
         self._group_turn = 0
+        # What requests get from this iteration, handed over after the step (see _deliver).
+        self._outbox: list[tuple[BatchRequest, Piece | BaseException]] = []
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
 
@@ -185,9 +189,9 @@ class Batcher:
             if not admit and not self._active:  # nothing to decode: store one state, look again
                 self._save_oldest()
                 continue
-            for req in admit:
+            for req, (seq_id, live) in zip(admit, self._places(admit, free), strict=True):
                 try:
-                    self._admit(req, free)
+                    self._admit(req, seq_id, live)
                 except Exception as exc:  # one bad request fails alone
                     log.error("batch_admit_failed", error=str(exc))
                     req.out.put(exc)
@@ -197,10 +201,12 @@ class Batcher:
                 log.error("batch_step_failed", error=str(exc))
                 for seq in list(self._active):
                     self._end(seq, exc)
+            self._deliver()
             if self._unsaved and self._active and all(s.steps > 0 for s in self._active):
                 self._save_oldest()  # nobody waits for a first token
         for seq in list(self._active):
             self._finish(seq, "cancelled")
+        self._deliver()
         for seq_id in list(self._unsaved):  # a restart finds them
             self._save(seq_id)
         with self._cond:
@@ -244,27 +250,49 @@ class Batcher:
             llama_cpp.llama_sampler_accept(chain, token)
         return chain
 
-    def _place(self, req: BatchRequest, free: list[int]) -> tuple[int, int]:
-        """A free slot for ``req`` and the prefix of it that the slot already holds.
+    def _held(self, seq_id: int, req: BatchRequest) -> int:
+        """How much of ``req``'s prompt slot ``seq_id`` holds."""
+        adapter, tokens = self._slots[seq_id]
+        return common_prefix(tokens, req.tokens) if adapter == req.adapter else 0
 
-        The slot holding most of the prompt wins when that saves evaluating ``min_gain``
-        tokens; otherwise an empty slot, else the one released longest ago, so that the live
-        states of recent conversations stay for their next follow-up.
+    def _places(self, reqs: list[BatchRequest], free: list[int]) -> list[tuple[int, int]]:
+        """A free slot for each of ``reqs`` and the prefix of it that the slot holds.
+
+        A slot holding at least ``min_gain`` tokens of a prompt keeps them; otherwise an
+        empty slot, else the one released longest ago, so that the live states of recent
+        conversations stay for their next follow-up. All active slots stay consecutive where
+        the store can move a live state (``_slots.place``).
         """
+        held = [{i: self._held(i, req) for i in free} for req in reqs]
+        comers = [
+            Newcomer(
+                {i: n for i, n in h.items() if n >= self._min_gain},
+                movable=self._kv is not None and req.conversation is not None,
+            )
+            for req, h in zip(reqs, held, strict=True)
+        ]
+        slots = place(
+            [s.seq_id for s in self._active],
+            comers,
+            free,
+            lambda i: (bool(self._slots[i][1]), self._released.get(i, -1), i),
+        )
+        for j, (req, comer) in enumerate(zip(reqs, comers, strict=True)):
+            if comer.live and slots[j] not in comer.live and not self._moved(req, comer.live):
+                home = max(comer.live, key=lambda i: comer.live[i])
+                if home not in slots:  # the store could not take it: stay, gap or not
+                    slots[j] = home
+        return [(seq_id, h[seq_id]) for seq_id, h in zip(slots, held, strict=True)]
 
-        def held(i: int) -> int:
-            adapter, tokens = self._slots[i]
-            return common_prefix(tokens, req.tokens) if adapter == req.adapter else 0
+    def _moved(self, req: BatchRequest, live: Mapping[int, int]) -> bool:
+        """Store the live state ``req`` leaves behind (if it is not stored yet); whether the
+        store now holds as much of the prompt as the slot did."""
+        home = max(live, key=lambda i: live[i])
+        self._save(home)
+        stored = self._kv.lookup(req.tokens, req.conversation, req.adapter) if self._kv else None
+        return stored is not None and stored[1] >= live[home]
 
-        prefix = {i: held(i) for i in free}
-        best = max(free, key=lambda i: (prefix[i], -i))
-        if prefix[best] < self._min_gain:
-            best = min(free, key=lambda i: (bool(self._slots[i][1]), self._released.get(i, -1), i))
-        free.remove(best)
-        return best, prefix[best]
-
-    def _admit(self, req: BatchRequest, free: list[int]) -> None:
-        seq_id, live = self._place(req, free)
+    def _admit(self, req: BatchRequest, seq_id: int, live: int) -> None:
         owner = self._unsaved.get(seq_id)
         mine = (req.conversation, req.adapter)
         if owner is not None and (owner.conversation, owner.adapter) == mine:
@@ -396,7 +424,7 @@ class Batcher:
         keep = stop_holdback(seq.text, stops)
         if len(seq.text) > keep:
             cut = len(seq.text) - keep
-            seq.req.out.put(Piece(seq.text[:cut]))
+            self._outbox.append((seq.req, Piece(seq.text[:cut])))
             seq.text = seq.text[cut:]
         if seq.produced >= seq.limit:
             self._finish(seq, "length")
@@ -433,15 +461,14 @@ class Batcher:
         self._release(seq)
         if not self._active:  # nobody else waits: the store has the state when the reply ends
             self._save(seq.seq_id)
-        seq.req.out.put(
-            Piece(
-                seq.text,
-                finish_reason=reason,
-                completion_tokens=seq.produced,
-                cached_tokens=seq.cached,
-                cache_hit=seq.from_store,
-            )
+        final = Piece(
+            seq.text,
+            finish_reason=reason,
+            completion_tokens=seq.produced,
+            cached_tokens=seq.cached,
+            cache_hit=seq.from_store,
         )
+        self._outbox.append((seq.req, final))
 
     def _end(self, seq: _Seq, exc: BaseException) -> None:
         """Fail ``seq``: its sequence is cleared, since a failed decode leaves it unknown."""
@@ -449,4 +476,16 @@ class Batcher:
         del self._unsaved[seq.seq_id]  # nothing worth keeping in the slot
         llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
         self._slots[seq.seq_id] = (None, [])
-        seq.req.out.put(exc)
+        self._outbox.append((seq.req, exc))
+
+    def _deliver(self) -> None:
+        """Hand this step's pieces to their requests, all at once after sampling.
+
+        Each put wakes the request's reader, which then wants the GIL; put one by one during
+        the sampling loop, eight readers interrupted it every step (5.8 ms of wall time for
+        2.5 ms of work at 8 sequences). Woken here, they run while ``llama_decode`` has the
+        GIL released.
+        """
+        for req, item in self._outbox:
+            req.out.put(item)
+        self._outbox.clear()

@@ -16,13 +16,14 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from daemon._kvfiles import state_key
 from daemon._types import GenerationParams, Piece
-from daemon.engine import EngineOptions, KVSettings, LlamaModel
+from daemon.engine import EngineOptions, KVSettings, LlamaModel, _batch
 from daemon.engine._kvcache import KVCache, SavedState
 from models import ModelManifest
 from tests.conftest import EOG_TOKENS, NO_EOS, make_settings, manifest_for, serve
@@ -381,5 +382,47 @@ def test_replies_ending_together_are_all_stored(
                 break
             threading.Event().wait(0.1)
         assert sorted(puts) == sorted(state_key(f"c{i}", None) for i in (0, 1)), puts
+    finally:
+        model.close()
+
+
+def _record_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The sequence ids of every batch the batcher decodes from now on."""
+    batches: list[list[int]] = []
+    real = _batch.llama_cpp.llama_decode
+
+    def decode(ctx: object, batch: Any) -> int:
+        batches.append(sorted({batch.seq_id[k][0] for k in range(batch.n_tokens)}))
+        return int(real(ctx, batch))
+
+    monkeypatch.setattr(_batch.llama_cpp, "llama_decode", decode)
+    return batches
+
+
+def test_active_slots_stay_consecutive(
+    tmp_path: Path, demo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Follow-ups to the conversations in slots 0, 1 and 3 decode together in one run of
+    slots: one of them moves through the store rather than leave a gap that splits every
+    step (a gap may still open when a sequence in the middle ends first)."""
+    kv = KVSettings(tmp_path / "kv", ram_bytes=256 << 20, disk_bytes=0)
+    model = LlamaModel(manifest_for(demo_path, context_length=1024), kv, EngineOptions(parallel=4))
+    try:
+        firsts = {i: _together(model, [i])[i] for i in range(4)}
+        batches = _record_batches(monkeypatch)
+        out: dict[int, list[Piece]] = {}
+
+        def follow(i: int) -> None:
+            out[i] = _follow_up(model, i, firsts[i])
+
+        threads = [threading.Thread(target=follow, args=(i,)) for i in (0, 1, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert sorted(out) == [0, 1, 3]
+        together = [ids for ids in batches if len(ids) == 3]
+        assert together and all(ids[-1] - ids[0] == 2 for ids in together), batches
+        assert all(out[i][-1].cached_tokens > 100 for i in out), out
     finally:
         model.close()
