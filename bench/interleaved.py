@@ -1,10 +1,11 @@
 """Time to first token for follow-ups in many interleaved conversations, now against before.
 
-N conversations of ~1,350 tokens each go through the chat template; then a follow-up to each
-is asked round-robin, and the median time to the first streamed token of that second round is
-measured; then the daemon is restarted on the same data dir (KV states found on disk) and the
-follow-ups are asked again. That is done for two personad variants, both run as users run it
-(`python -m daemon serve`) with the same flash attention, threads and context (printed):
+N conversations of ~1,900 tokens each (--lines 60) go through the chat template; then a
+follow-up to each is asked round-robin, and the median time to the first streamed token of
+that second round is measured; then the daemon is restarted on the same data dir (KV states
+found on disk) and the follow-ups are asked again. That is done for two personad variants,
+both run as users run it (`python -m daemon serve`) with the same flash attention, threads
+and context (printed):
 
 - now: the runner process on, 4 batching slots (the defaults);
 - before: the model inside the daemon, 1 slot (the single-sequence path).

@@ -151,6 +151,23 @@ def test_logit_bias_bans_end_of_generation(client: openai.OpenAI) -> None:
     assert r.usage is not None and r.usage.completion_tokens == 40
 
 
+def test_logit_bias_outside_the_vocabulary_is_400(client: openai.OpenAI) -> None:
+    """A logit_bias key past the vocabulary gets 400 naming it, asked again too (the runner's
+    answer is remembered); a key inside it is accepted."""
+    for _ in range(2):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(
+                model="smollm2", messages=HELLO, max_tokens=2, logit_bias={10**6: -100}
+            )
+        body = info.value.body
+        assert isinstance(body, dict) and body["param"] == "logit_bias"
+        assert "1000000" in body["message"] and "vocabulary" in body["message"]
+    ok = client.chat.completions.create(
+        model="smollm2", messages=HELLO, max_tokens=2, logit_bias={100: 1}
+    )
+    assert ok.choices[0].finish_reason in ("stop", "length")
+
+
 def test_prompt_longer_than_context_is_400(client: openai.OpenAI) -> None:
     """A prompt past the context gets 400 naming both lengths; the daemon keeps serving."""
     long = [{"role": "user", "content": "word " * 200}]
