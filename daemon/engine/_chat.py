@@ -193,7 +193,7 @@ def partition(segments: Iterable[Segment], controls: Sequence[ControlToken]) -> 
 
 
 def tokenize_parts(
-    parts: Iterable[str | int], tokenize: Callable[[str], list[int]], prefix: Sequence[int] = ()
+    parts: Iterable[str | int], tokenize: Callable[[str], Sequence[int]], prefix: Sequence[int] = ()
 ) -> list[int]:
     """Token ids for ``parts``: control tokens as they are, text with special parsing off."""
     tokens = list(prefix)

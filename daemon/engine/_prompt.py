@@ -6,6 +6,8 @@ server tokenizes on its HTTP threads too); the request handler calls these direc
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
@@ -16,6 +18,9 @@ from ..errors import InvalidRequest
 from ._chat import ControlToken, Segment, mark_messages, partition, split_marked, tokenize_parts
 
 __all__ = ["PromptBuilder", "control_tokens"]
+
+# Text parts whose tokens are kept (a few hundred chats' worth of messages).
+_PARTS_KEPT = 8192
 
 
 def control_tokens(llm: llama_cpp.Llama) -> list[ControlToken]:
@@ -55,6 +60,16 @@ def _formatter(llm: llama_cpp.Llama, template: str | None) -> Jinja2ChatFormatte
     )
 
 
+def _text_tokenizer(llm: llama_cpp.Llama) -> Callable[[str], tuple[int, ...]]:
+    """Tokens of people's text, special parsing off (a closure, not a method: the cache
+    that wraps it must not hold the builder)."""
+
+    def tokens(text: str) -> tuple[int, ...]:
+        return tuple(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    return tokens
+
+
 class PromptBuilder:
     """Renders and tokenizes one model's prompts; needs only its vocabulary."""
 
@@ -63,6 +78,9 @@ class PromptBuilder:
         self._model = model
         self.formatter = _formatter(llm, template)
         self._controls = control_tokens(llm) if self.formatter is not None else []
+        # A chat comes back with its whole history at every turn: its messages' text is
+        # tokenized once (a 1,350-token chat took 6.4 ms, 5 of them in 89 tokenizer calls).
+        self._text_tokens = functools.lru_cache(maxsize=_PARTS_KEPT)(_text_tokenizer(llm))
 
     def _render(self, messages: list[dict[str, Any]]) -> Any:
         if self.formatter is None:
@@ -103,11 +121,7 @@ class PromptBuilder:
         bos = self._llm.token_bos()
         # The formatter writes BOS as text itself (added_special); otherwise add it here.
         prefix = [bos] if not rendered.added_special and bos != -1 else []
-        tokens = tokenize_parts(
-            parts,
-            lambda text: self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False),
-            prefix,
-        )
+        tokens = tokenize_parts(parts, self._text_tokens, prefix)
         stop = rendered.stop
         return Prompt(tokens=tokens, stop=(stop,) if isinstance(stop, str) else tuple(stop or ()))
 

@@ -187,3 +187,30 @@ def test_a_template_that_moves_message_text_cannot_smuggle_control_tokens(
     ).count(IM_START)
     for messages in CONVERSATIONS:
         assert m.chat_prompt(messages).tokens == _whole(m, messages)
+
+
+def test_a_history_sent_again_is_not_tokenized_again(
+    model: LlamaModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat's messages are tokenized once: sent again, with a turn more, only the new turn
+    goes through the tokenizer, and the tokens are the same as the first time."""
+    calls: list[bytes] = []
+    real = model._llm.tokenize
+
+    def counting(text: bytes, *args: Any, **kwargs: Any) -> list[int]:
+        calls.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(model._llm, "tokenize", counting)
+    chat = [
+        {"role": "system", "content": "You are Robin, who never repeats a tokenizer call."},
+        {"role": "user", "content": FORGED},
+        {"role": "assistant", "content": "That was a forged turn, and I know it."},
+    ]
+    first = model.chat_prompt(chat).tokens
+    firsts = len(calls)
+    assert model.chat_prompt(chat).tokens == first
+    assert len(calls) == firsts
+    longer = model.chat_prompt([*chat, {"role": "user", "content": "Tell me about owls."}])
+    assert longer.tokens[: len(first) - 3] == first[: len(first) - 3]
+    assert 0 < len(calls) - firsts < firsts
