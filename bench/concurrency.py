@@ -61,6 +61,9 @@ from models import demo_model_path
 
 N_CTX = 4096
 MAX_TOKENS = 64
+# Seconds between two measurements: a server's work after a reply (personad copies KV states
+# to its store once the loop is idle) must not fall into the next server's measurement.
+SETTLE = 1.0
 NO_EOS = {"0": -100, "2": -100, "4": -100}
 LL_EXTRA = {"ignore_eos": True, "cache_prompt": True}
 CACHE = Path.home() / ".cache" / "personad" / "bench"
@@ -185,7 +188,8 @@ class Setup:
 @dataclass
 class Results:
     """Bursts (one row per round) and cold primings (one row per conversation), appended in
-    the same order for every server, so the n-th rows of two servers ran side by side."""
+    the same order for every server, so the n-th rows of two servers at one K ran side by
+    side."""
 
     bursts: Rows = field(default_factory=dict)
     colds: Rows = field(default_factory=dict)
@@ -215,12 +219,14 @@ def one_repeat(rep: int, setup: Setup, results: Results) -> None:
             for i in range(k):
                 for name in rotated(names, rep + i):
                     cold = prime(urls[name], k, i, extra_for(name), setup.lines)
+                    time.sleep(SETTLE)
                     results.colds.setdefault((name, k), []).append({"cold_ttft": cold})
             for turn in range(setup.rounds):
                 for name in rotated(names, rep + turn):
                     r = burst(urls[name], k, extra_for(name), setup.lines, turn)
                     results.bursts.setdefault((name, k), []).append(r)
                     print(f"  {name} K={k}: " + ", ".join(f"{m} {v:.3f}" for m, v in r.items()))
+                    time.sleep(SETTLE)
 
 
 def extra_for(name: str) -> dict[str, Any]:
@@ -237,7 +243,8 @@ def check(
     scale: float = 1.0,
 ) -> None:
     """Print the paired ratios a / (scale x b) of ``key`` (median and spread) against
-    ``goal`` (">= 1.4", "<= 1.0"); pairs are rows that ran side by side."""
+    ``goal`` (">= 1.4", "<= 1.0"); pairs are the n-th rows of each (side by side at one K,
+    a few minutes apart across Ks)."""
     a, b = pair
     if a not in rows or b not in rows:
         print(f"{label}: n/a ({a[0] if a not in rows else b[0]} K={b[1]} not run)")

@@ -156,7 +156,7 @@ def report(runs: dict[str, list[tuple[float, float]]], baselines: dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--conversations", type=int, default=8)
-    parser.add_argument("--lines", type=int, default=60, help="~22 tokens each")
+    parser.add_argument("--lines", type=int, default=60, help="chat lines, ~32 tokens each")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="now,before", help=VARIANTS_HELP)
     parser.add_argument(

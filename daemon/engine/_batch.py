@@ -28,11 +28,8 @@ single-sequence path.
 
 from __future__ import annotations
 
-import codecs
-import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import llama_cpp
@@ -40,70 +37,19 @@ import numpy as np
 import structlog
 
 from .._kvfiles import state_key
-from .._types import GenerationParams, Piece, stop_holdback
+from .._types import Piece, stop_holdback
+from ._batchseq import BatchRequest, Seq
 from ._kvcache import KVCache, SavedState, common_prefix
+from ._sampling import sampler_chain
 from ._seqstate import copy_in, copy_out
 from ._slots import Newcomer, place
 
-__all__ = ["BatchRequest", "Batcher", "Trace"]
+__all__ = ["Batcher", "Trace"]
 
 log = structlog.get_logger("personad.batch")
 
 # (request tag, step index, sampled token, top-two logit margin): for numerics tests.
 Trace = Callable[[object, int, int, float], None]
-# Bias at or beyond +-100 means force/ban (OpenAI); finite, so softmax stays defined.
-_FORCE = 1e9
-_PENALTY_LAST_N = 64
-
-
-@dataclass(eq=False)
-class BatchRequest:
-    """One generation as the batcher sees it."""
-
-    tokens: list[int]
-    params: GenerationParams
-    stops: tuple[str, ...]
-    cancel: threading.Event
-    conversation: str | None = None
-    adapter: str | None = None
-    drops: int = 0
-    tag: object = None
-    # Set when the consumer stops reading (the generator was closed).
-    abandoned: threading.Event = field(default_factory=threading.Event)
-    # Pieces until one with a finish reason, or the exception that ended the request.
-    out: queue.SimpleQueue[Piece | BaseException] = field(default_factory=queue.SimpleQueue)
-
-    def pieces(self) -> Iterator[Piece]:
-        """What the batcher produces for this request, until it is done."""
-        try:
-            while True:
-                item = self.out.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:  # done; its state may still be saving
-                    return
-        finally:
-            self.abandoned.set()
-
-
-@dataclass(eq=False)
-class _Seq:
-    """A request holding a slot."""
-
-    req: BatchRequest
-    seq_id: int
-    sampler: Any
-    limit: int
-    held: list[int]  # tokens whose KV the sequence holds
-    todo: list[int]  # prompt tokens still to evaluate
-    cached: int
-    from_store: bool
-    decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
-    text: str = ""
-    produced: int = 0
-    row: int = -1  # its logits row in the current batch, -1 if none
-    steps: int = 0
 
 
 class Batcher:
@@ -142,7 +88,7 @@ class Batcher:
         self._incoming: list[BatchRequest] = []
         self._cond = threading.Condition()
         self._closing = False
-        self._active: list[_Seq] = []
+        self._active: list[Seq] = []
         # What each slot's sequence holds when free: (adapter, tokens), for live reuse.
         self._slots: dict[int, tuple[str | None, list[int]]] = {
             i: (None, []) for i in range(parallel)
@@ -189,7 +135,14 @@ class Batcher:
             if not admit and not self._active:  # nothing to decode: store one state, look again
                 self._save_oldest()
                 continue
-            for req, (seq_id, live) in zip(admit, self._places(admit, free), strict=True):
+            try:
+                places = self._places(admit, free) if admit else []
+            except Exception as exc:  # the newcomers fail, the loop and the others go on
+                log.error("batch_place_failed", error=str(exc))
+                for req in admit:
+                    req.out.put(exc)
+                places = []
+            for req, (seq_id, live) in zip(admit, places, strict=False):
                 try:
                     self._admit(req, seq_id, live)
                 except Exception as exc:  # one bad request fails alone
@@ -213,42 +166,6 @@ class Batcher:
             for req in self._incoming:
                 req.out.put(RuntimeError("the model was unloaded"))
             self._incoming.clear()
-
-    def _sampler(self, params: GenerationParams, tokens: list[int]) -> Any:
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        add = llama_cpp.llama_sampler_chain_add
-        if params.logit_bias:
-            items = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
-            for item, (token, bias) in zip(items, params.logit_bias.items(), strict=True):
-                item.token = token
-                item.bias = float(np.sign(bias) * _FORCE) if abs(bias) >= 100 else float(bias)
-            add(
-                chain,
-                llama_cpp.llama_sampler_init_logit_bias(self._n_vocab, len(items), items),
-            )
-        add(
-            chain,
-            llama_cpp.llama_sampler_init_penalties(
-                self._n_vocab,
-                _PENALTY_LAST_N,
-                params.repeat_penalty,
-                params.frequency_penalty,
-                params.presence_penalty,
-            ),
-        )
-        temp = params.temperature
-        if temp <= 0.0:
-            add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            seed = params.seed if params.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-            add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
-            add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-            add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-            add(chain, llama_cpp.llama_sampler_init_temp(temp))
-            add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        for token in tokens[-_PENALTY_LAST_N:]:  # the penalties look back into the prompt
-            llama_cpp.llama_sampler_accept(chain, token)
-        return chain
 
     def _held(self, seq_id: int, req: BatchRequest) -> int:
         """How much of ``req``'s prompt slot ``seq_id`` holds."""
@@ -278,19 +195,22 @@ class Batcher:
             lambda i: (bool(self._slots[i][1]), self._released.get(i, -1), i),
         )
         for j, (req, comer) in enumerate(zip(reqs, comers, strict=True)):
-            if comer.live and slots[j] not in comer.live and not self._moved(req, comer.live):
-                home = max(comer.live, key=lambda i: comer.live[i])
-                if home not in slots:  # the store could not take it: stay, gap or not
-                    slots[j] = home
+            if not comer.live:
+                continue
+            home = max(comer.live, key=lambda i: (comer.live[i], -i))
+            if comer.live.get(slots[j], 0) >= comer.live[home]:
+                continue  # home, or a slot holding as much
+            if not self._store_for_move(req, home, comer.live[home]) and home not in slots:
+                slots[j] = home  # the store could not take it: stay, gap or not
         return [(seq_id, h[seq_id]) for seq_id, h in zip(slots, held, strict=True)]
 
-    def _moved(self, req: BatchRequest, live: Mapping[int, int]) -> bool:
-        """Store the live state ``req`` leaves behind (if it is not stored yet); whether the
-        store now holds as much of the prompt as the slot did."""
-        home = max(live, key=lambda i: live[i])
+    def _store_for_move(self, req: BatchRequest, home: int, held: int) -> bool:
+        """Copy the state in ``home`` to the store if it is not there yet; whether the store
+        now holds the ``held`` tokens of ``req``'s prompt that ``home`` did (``_admit``
+        restores them from there)."""
         self._save(home)
         stored = self._kv.lookup(req.tokens, req.conversation, req.adapter) if self._kv else None
-        return stored is not None and stored[1] >= live[home]
+        return stored is not None and stored[1] >= held
 
     def _admit(self, req: BatchRequest, seq_id: int, live: int) -> None:
         owner = self._unsaved.get(seq_id)
@@ -317,10 +237,10 @@ class Batcher:
         llama_cpp.llama_memory_seq_rm(self._mem, seq_id, keep, -1)
         room = self.n_ctx - len(tokens)
         limit = room if req.params.max_tokens is None else min(req.params.max_tokens, room)
-        seq = _Seq(
+        seq = Seq(
             req=req,
             seq_id=seq_id,
-            sampler=self._sampler(req.params, tokens),
+            sampler=sampler_chain(req.params, tokens, self._n_vocab),
             limit=limit,
             held=list(tokens[:keep]),
             todo=list(tokens[keep:]),
@@ -374,7 +294,7 @@ class Batcher:
             if seq.row >= 0:
                 self._sample(seq)
 
-    def _plan(self, members: list[_Seq]) -> list[tuple[_Seq, list[int]]]:
+    def _plan(self, members: list[Seq]) -> list[tuple[Seq, list[int]]]:
         """What each sequence feeds this step, in sequence-id order.
 
         llama.cpp puts consecutive sequence ids in one micro-batch and splits at every gap, so
@@ -385,7 +305,7 @@ class Batcher:
         decoding = [s for s in members if s.steps > 0]
         room = self._n_batch - sum(len(s.todo[:1]) for s in decoding)
         chunk = self._chunk if decoding else self._n_batch
-        fed: list[tuple[_Seq, list[int]]] = []
+        fed: list[tuple[Seq, list[int]]] = []
         for seq in sorted(members, key=lambda s: s.seq_id):
             if seq.steps > 0:
                 take = seq.todo[:1]
@@ -398,7 +318,7 @@ class Batcher:
                 seq.row = -1
         return fed
 
-    def _sample(self, seq: _Seq) -> None:
+    def _sample(self, seq: Seq) -> None:
         if self._trace is not None:
             logits = llama_cpp.llama_get_logits_ith(self._ctx, seq.row)
             row = np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).copy()
@@ -447,7 +367,7 @@ class Batcher:
         except (OSError, MemoryError) as exc:  # a cache failure never fails a request
             log.warning("kv_save_failed", error=str(exc))
 
-    def _release(self, seq: _Seq) -> None:
+    def _release(self, seq: Seq) -> None:
         self._active.remove(seq)
         self._unsaved[seq.seq_id] = seq.req
         llama_cpp.llama_sampler_free(seq.sampler)
@@ -455,7 +375,7 @@ class Batcher:
         self._releases += 1
         self._released[seq.seq_id] = self._releases
 
-    def _finish(self, seq: _Seq, reason: str) -> None:
+    def _finish(self, seq: Seq, reason: str) -> None:
         if reason != "stop":
             seq.text += seq.decoder.decode(b"", final=True)
         self._release(seq)
@@ -470,7 +390,7 @@ class Batcher:
         )
         self._outbox.append((seq.req, final))
 
-    def _end(self, seq: _Seq, exc: BaseException) -> None:
+    def _end(self, seq: Seq, exc: BaseException) -> None:
         """Fail ``seq``: its sequence is cleared, since a failed decode leaves it unknown."""
         self._release(seq)
         del self._unsaved[seq.seq_id]  # nothing worth keeping in the slot

@@ -12,7 +12,8 @@ from typing import Any
 import llama_cpp
 
 from ..errors import ModelUnavailable
-from ._batch import Batcher, BatchRequest, Trace
+from ._batch import Batcher, Trace
+from ._batchseq import BatchRequest
 from ._kvcache import KVCache
 from ._lora import set_adapters
 

@@ -23,8 +23,9 @@ from models import DEFAULT_CONTEXT, ModelManifest, read_gguf_info, served_contex
 from .._offload import DeviceProbe, EngineOptions, OffloadPlan, model_shape, plan_offload
 from .._types import GenerationParams, Piece, Prompt
 from ..errors import ModelUnavailable
-from ._batch import BatchRequest, Trace
+from ._batch import Trace
 from ._batchctx import BatchContext
+from ._batchseq import BatchRequest
 from ._devices import probe_devices
 from ._kvcache import KVCache, file_identity, identity_of
 from ._lora import load_adapters
@@ -238,11 +239,13 @@ class LlamaModel:
         return self.kv.discard_counts() if self.kv is not None else {}
 
     def drop_conversation(self, conversation: str) -> int:
-        """Drop every stored state of ``conversation`` (RAM and disk); how many there were.
+        """Drop every stored state of ``conversation`` (RAM and disk) and the message text
+        kept for tokenizing; how many states there were.
 
         Safe from any thread: the store has its own lock, and a generation of the same
         conversation that is running now does not save its state afterwards.
         """
+        self._prompts.forget_text()  # the words go from memory too
         return self.kv.drop_conversation(conversation) if self.kv is not None else 0
 
     def close(self) -> None:

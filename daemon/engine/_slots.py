@@ -25,7 +25,8 @@ __all__ = ["Newcomer", "place"]
 @dataclass(frozen=True)
 class Newcomer:
     """A request to place: the free slots whose live state it would keep (slot -> tokens,
-    only those worth keeping) and whether the store can bring that state elsewhere."""
+    only those worth keeping; its home is the one holding most) and whether the store can
+    bring that state elsewhere."""
 
     live: Mapping[int, int]
     movable: bool
@@ -47,7 +48,8 @@ def place(
     free: Sequence[int],
     fallback: Callable[[int], Any],
 ) -> list[int]:
-    """A distinct slot of ``free`` for each newcomer, in order.
+    """A distinct slot of ``free`` for each newcomer, in order; slots are numbered from 0,
+    and ``active`` and ``free`` together are all of them.
 
     Every run of ``len(active) + len(newcomers)`` consecutive ids holding all active slots is
     tried, and so is no constraint at all; the plan chosen keeps the most live tokens of
@@ -77,7 +79,7 @@ def _plan(
 ) -> _Plan:
     order = sorted(range(len(newcomers)), key=lambda j: -max(newcomers[j].live.values(), default=0))
     chosen: dict[int, int] = {}
-    pinned_kept = moves = kept = 0
+    pinned_kept = kept = 0
     for j in order:
         live = newcomers[j].live
         reach = [i for i in allowed if i in live and i not in chosen.values()]
@@ -87,12 +89,16 @@ def _plan(
             kept += live[slot]
             if not newcomers[j].movable:
                 pinned_kept += live[slot]
-        elif live:
-            moves += 1
     rest = sorted((i for i in allowed if i not in chosen.values()), key=fallback)
     for j in order:
         if j not in chosen:
             chosen[j] = rest.pop(0)
+    # Away from home, even in a slot sharing a prefix (the persona card), a state moves.
+    moves = sum(
+        1
+        for j, c in enumerate(newcomers)
+        if c.live and c.live.get(chosen[j], 0) < max(c.live.values())
+    )
     slots = [chosen[j] for j in range(len(newcomers))]
     taken = sorted([*active, *slots])
     consecutive = not taken or taken[-1] - taken[0] == len(taken) - 1

@@ -152,8 +152,8 @@ def test_logit_bias_bans_end_of_generation(client: openai.OpenAI) -> None:
 
 
 def test_logit_bias_outside_the_vocabulary_is_400(client: openai.OpenAI) -> None:
-    """A logit_bias key past the vocabulary gets 400 naming it, asked again too (the runner's
-    answer is remembered); a key inside it is accepted."""
+    """A logit_bias key past the vocabulary gets 400 naming it, the second time too (when
+    the answer is remembered rather than asked of the runner); a key inside it is accepted."""
     for _ in range(2):
         with pytest.raises(openai.BadRequestError) as info:
             client.chat.completions.create(

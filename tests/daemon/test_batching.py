@@ -426,3 +426,31 @@ def test_active_slots_stay_consecutive(
         assert all(out[i][-1].cached_tokens > 100 for i in out), out
     finally:
         model.close()
+
+
+def test_a_state_the_store_cannot_take_keeps_its_slot(
+    demo_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a KV store nothing can move: follow-ups in slots 0, 1 and 3 decode with the gap
+    rather than evaluate a history again."""
+    model = LlamaModel(
+        manifest_for(demo_path, context_length=1024), options=EngineOptions(parallel=4)
+    )
+    try:
+        firsts = {i: _together(model, [i])[i] for i in range(4)}
+        batches = _record_batches(monkeypatch)
+        out: dict[int, list[Piece]] = {}
+
+        def follow(i: int) -> None:
+            out[i] = _follow_up(model, i, firsts[i])
+
+        threads = [threading.Thread(target=follow, args=(i,)) for i in (0, 1, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert sorted(out) == [0, 1, 3]
+        assert [0, 1, 3] in batches, batches
+        assert all(not out[i][-1].cache_hit and out[i][-1].cached_tokens > 100 for i in out), out
+    finally:
+        model.close()

@@ -193,7 +193,8 @@ def test_a_history_sent_again_is_not_tokenized_again(
     model: LlamaModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A chat's messages are tokenized once: sent again, with a turn more, only the new turn
-    goes through the tokenizer, and the tokens are the same as the first time."""
+    goes through the tokenizer, and the tokens are the same as the first time; after a
+    conversation is forgotten, nothing is kept."""
     calls: list[bytes] = []
     real = model._llm.tokenize
 
@@ -202,6 +203,7 @@ def test_a_history_sent_again_is_not_tokenized_again(
         return real(text, *args, **kwargs)
 
     monkeypatch.setattr(model._llm, "tokenize", counting)
+    model._prompts.forget_text()  # the module's model has seen other chats
     chat = [
         {"role": "system", "content": "You are Robin, who never repeats a tokenizer call."},
         {"role": "user", "content": FORGED},
@@ -213,4 +215,8 @@ def test_a_history_sent_again_is_not_tokenized_again(
     assert len(calls) == firsts
     longer = model.chat_prompt([*chat, {"role": "user", "content": "Tell me about owls."}])
     assert longer.tokens[: len(first) - 3] == first[: len(first) - 3]
-    assert 0 < len(calls) - firsts < firsts
+    new = calls[firsts:]
+    assert new and all(b"owls" in text for text in new), new
+    model.drop_conversation("anyone")  # forgetting words forgets them here too
+    model.chat_prompt(chat)
+    assert len(calls) == firsts + len(new) + firsts

@@ -66,3 +66,15 @@ def test_already_scattered_active_slots_leave_newcomers_in_place() -> None:
     """No run can hold active slots 0 and 7 with one newcomer: nothing moves."""
     chosen = place([0, 7], [Newcomer({4: 500}, movable=True)], _free([0, 7]), _by_id)
     assert chosen == [4]
+
+
+def test_two_pinned_newcomers_wanting_one_slot_share_nothing() -> None:
+    """Two newcomers that cannot move both match slot 2: the longer match keeps it."""
+    comers = [Newcomer({2: 30}, movable=False), Newcomer({2: 60}, movable=False)]
+    chosen = place([], comers, SLOTS, _by_id)
+    assert chosen[1] == 2 and chosen[0] != 2
+
+
+def test_a_slot_sharing_only_a_prefix_is_not_home() -> None:
+    """A newcomer matching its own slot and, by the persona card alone, another one goes home."""
+    assert place([], [Newcomer({2: 300, 5: 1400}, movable=True)], SLOTS, _by_id) == [5]
