@@ -399,6 +399,23 @@ def _record_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     return batches
 
 
+def _follow_ups(
+    model: LlamaModel, firsts: dict[int, list[Piece]], ids: list[int]
+) -> dict[int, list[Piece]]:
+    """A follow-up to each of ``ids`` at once, each after its first reply."""
+    out: dict[int, list[Piece]] = {}
+
+    def follow(i: int) -> None:
+        out[i] = _follow_up(model, i, firsts[i])
+
+    threads = [threading.Thread(target=follow, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return out
+
+
 def test_active_slots_stay_consecutive(
     tmp_path: Path, demo_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -410,16 +427,7 @@ def test_active_slots_stay_consecutive(
     try:
         firsts = {i: _together(model, [i])[i] for i in range(4)}
         batches = _record_batches(monkeypatch)
-        out: dict[int, list[Piece]] = {}
-
-        def follow(i: int) -> None:
-            out[i] = _follow_up(model, i, firsts[i])
-
-        threads = [threading.Thread(target=follow, args=(i,)) for i in (0, 1, 3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
+        out = _follow_ups(model, firsts, [0, 1, 3])
         assert sorted(out) == [0, 1, 3]
         together = [ids for ids in batches if len(ids) == 3]
         assert together and all(ids[-1] - ids[0] == 2 for ids in together), batches
@@ -439,16 +447,7 @@ def test_a_state_the_store_cannot_take_keeps_its_slot(
     try:
         firsts = {i: _together(model, [i])[i] for i in range(4)}
         batches = _record_batches(monkeypatch)
-        out: dict[int, list[Piece]] = {}
-
-        def follow(i: int) -> None:
-            out[i] = _follow_up(model, i, firsts[i])
-
-        threads = [threading.Thread(target=follow, args=(i,)) for i in (0, 1, 3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
+        out = _follow_ups(model, firsts, [0, 1, 3])
         assert sorted(out) == [0, 1, 3]
         assert [0, 1, 3] in batches, batches
         assert all(not out[i][-1].cache_hit and out[i][-1].cached_tokens > 100 for i in out), out
