@@ -389,13 +389,14 @@ def test_replies_ending_together_are_all_stored(
 def _record_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     """The sequence ids of every batch the batcher decodes from now on."""
     batches: list[list[int]] = []
-    real = _batch.llama_cpp.llama_decode
+    llama = vars(_batch)["llama_cpp"]  # the binding the step loop calls through
+    real = llama.llama_decode
 
     def decode(ctx: object, batch: Any) -> int:
         batches.append(sorted({batch.seq_id[k][0] for k in range(batch.n_tokens)}))
         return int(real(ctx, batch))
 
-    monkeypatch.setattr(_batch.llama_cpp, "llama_decode", decode)
+    monkeypatch.setattr(llama, "llama_decode", decode)
     return batches
 
 
