@@ -54,8 +54,9 @@ def place(
     Every run of ``len(active) + len(newcomers)`` consecutive ids holding all active slots is
     tried, and so is no constraint at all; the plan chosen keeps the most live tokens of
     newcomers that cannot move, then has the active slots consecutive, then moves fewest,
-    then keeps the most live tokens. Within a plan, newcomers with the longest live state
-    choose first; one without a live state in reach takes the first slot by ``fallback``.
+    then keeps the most live tokens. Within a plan, newcomers take their home slot (the one
+    holding most of their prompt), longest first; then a slot holding part of their prompt;
+    then the first slot by ``fallback``.
     """
     n = len(active) + len(newcomers)
     plans = [_plan(newcomers, list(free), active, fallback, start=-1)]
@@ -79,20 +80,22 @@ def _plan(
 ) -> _Plan:
     order = sorted(range(len(newcomers)), key=lambda j: -max(newcomers[j].live.values(), default=0))
     chosen: dict[int, int] = {}
-    pinned_kept = kept = 0
-    for j in order:
+    for j in order:  # homes first: a slot sharing only a prefix is not taken from its owner
+        live = newcomers[j].live
+        home = max(live, key=lambda i: (live[i], -i), default=None)
+        if home in allowed and home not in chosen.values():
+            chosen[j] = home
+    for j in order:  # then what part of a prompt a slot still holds
         live = newcomers[j].live
         reach = [i for i in allowed if i in live and i not in chosen.values()]
-        if reach:
-            slot = max(reach, key=lambda i: (live[i], -i))
-            chosen[j] = slot
-            kept += live[slot]
-            if not newcomers[j].movable:
-                pinned_kept += live[slot]
+        if j not in chosen and reach:
+            chosen[j] = max(reach, key=lambda i: (live[i], -i))
     rest = sorted((i for i in allowed if i not in chosen.values()), key=fallback)
     for j in order:
         if j not in chosen:
             chosen[j] = rest.pop(0)
+    kept = sum(c.live.get(chosen[j], 0) for j, c in enumerate(newcomers))
+    pinned_kept = sum(c.live.get(chosen[j], 0) for j, c in enumerate(newcomers) if not c.movable)
     # Away from home, even in a slot sharing a prefix (the persona card), a state moves.
     moves = sum(
         1

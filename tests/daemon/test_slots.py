@@ -78,3 +78,12 @@ def test_two_pinned_newcomers_wanting_one_slot_share_nothing() -> None:
 def test_a_slot_sharing_only_a_prefix_is_not_home() -> None:
     """A newcomer matching its own slot and, by the persona card alone, another one goes home."""
     assert place([], [Newcomer({2: 300, 5: 1400}, movable=True)], SLOTS, _by_id) == [5]
+
+
+def test_a_shared_prefix_does_not_take_another_newcomers_home() -> None:
+    """A newcomer whose home is out of the run does not take, for the persona card it shares,
+    the slot another newcomer calls home: one moves, not two."""
+    far = Newcomer({7: 1400, 3: 300}, movable=True)
+    owner = Newcomer({3: 1200}, movable=True)
+    chosen = place([2], [far, owner], _free([2]), _by_id)
+    assert chosen[1] == 3 and chosen[0] in (1, 4)
