@@ -224,6 +224,7 @@ def one_repeat(rep: int, setup: Setup, results: Results) -> None:
                     cold = prime(urls[name], k, i, extra_for(name), setup.lines)
                     time.sleep(SETTLE)
                     results.colds.setdefault((name, k), []).append({"cold_ttft": cold})
+                    print(f"  {name} K={k} cold: {cold:.3f}")
             # A K = 1 burst is short and its ratios are small differences: more of them.
             for turn in range(setup.rounds * (K1_ROUNDS if k == 1 else 1)):
                 for name in rotated(names, rep + turn):
@@ -247,13 +248,19 @@ def check(
     scale: float = 1.0,
 ) -> None:
     """Print the paired ratios a / (scale x b) of ``key`` (median and spread) against
-    ``goal`` (">= 1.4", "<= 1.0"); pairs are the n-th rows of each (side by side at one K,
-    a few minutes apart across Ks)."""
+    ``goal`` (">= 1.4", "<= 1.0"). Pairs are the n-th rows of each: side by side at one K;
+    across Ks, where K = 1 has more rounds, a row of a and the median of as many of b's
+    rows (of the same repeat)."""
     a, b = pair
     if a not in rows or b not in rows:
         print(f"{label}: n/a ({a[0] if a not in rows else b[0]} K={b[1]} not run)")
         return
-    paired = [x[key] / (scale * y[key]) for x, y in zip(rows[a], rows[b], strict=True)]
+    per = len(rows[b]) // len(rows[a])
+    base = [
+        statistics.median(y[key] for y in rows[b][i * per : (i + 1) * per])
+        for i in range(len(rows[a]))
+    ]
+    paired = [x[key] / (scale * y) for x, y in zip(rows[a], base, strict=True)]
     med, (op, bound) = statistics.median(paired), goal.split()
     ok = med >= float(bound) if op == ">=" else med <= float(bound)
     print(
