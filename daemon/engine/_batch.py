@@ -195,11 +195,9 @@ class Batcher:
             lambda i: (bool(self._slots[i][1]), self._released.get(i, -1), i),
         )
         for j, (req, comer) in enumerate(zip(reqs, comers, strict=True)):
-            if not comer.live:
-                continue
-            home = max(comer.live, key=lambda i: (comer.live[i], -i))
-            if comer.live.get(slots[j], 0) >= comer.live[home]:
-                continue  # home, or a slot holding as much
+            home = comer.home
+            if home is None or not comer.moved(slots[j]):
+                continue  # nothing live, or home (or a slot holding as much)
             if not self._store_for_move(req, home, comer.live[home]) and home not in slots:
                 slots[j] = home  # the store could not take it: stay, gap or not
         return [(seq_id, h[seq_id]) for seq_id, h in zip(slots, held, strict=True)]

@@ -31,6 +31,16 @@ class Newcomer:
     live: Mapping[int, int]
     movable: bool
 
+    @property
+    def home(self) -> int | None:
+        """The slot holding most of its prompt (the lowest id of equals), if any."""
+        return max(self.live, key=lambda i: (self.live[i], -i), default=None)
+
+    def moved(self, slot: int) -> bool:
+        """Whether ``slot`` holds less of its prompt than its home does."""
+        home = self.home
+        return home is not None and self.live.get(slot, 0) < self.live[home]
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -81,8 +91,7 @@ def _plan(
     order = sorted(range(len(newcomers)), key=lambda j: -max(newcomers[j].live.values(), default=0))
     chosen: dict[int, int] = {}
     for j in order:  # homes first: a slot sharing only a prefix is not taken from its owner
-        live = newcomers[j].live
-        home = max(live, key=lambda i: (live[i], -i), default=None)
+        home = newcomers[j].home
         if home in allowed and home not in chosen.values():
             chosen[j] = home
     for j in order:  # then what part of a prompt a slot still holds
@@ -97,11 +106,7 @@ def _plan(
     kept = sum(c.live.get(chosen[j], 0) for j, c in enumerate(newcomers))
     pinned_kept = sum(c.live.get(chosen[j], 0) for j, c in enumerate(newcomers) if not c.movable)
     # Away from home, even in a slot sharing a prefix (the persona card), a state moves.
-    moves = sum(
-        1
-        for j, c in enumerate(newcomers)
-        if c.live and c.live.get(chosen[j], 0) < max(c.live.values())
-    )
+    moves = sum(1 for j, c in enumerate(newcomers) if c.moved(chosen[j]))
     slots = [chosen[j] for j in range(len(newcomers))]
     taken = sorted([*active, *slots])
     consecutive = not taken or taken[-1] - taken[0] == len(taken) - 1
